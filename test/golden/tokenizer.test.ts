@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { goldenJson, goldenPath } from '../helpers/golden.ts';
+import { BOS_ID, CONTEXT_LENGTH, EOS_ID, PAD_ID, loadTokenizer, resolveTokenizerDir } from '../../src/text/tokenizer.ts';
+
+interface TokenizerCase {
+  text: string;
+  input_ids: number[];
+  ids_untruncated: number[];
+  tokens_untruncated: string[];
+}
+interface TokenizerCases {
+  bos_id: number;
+  eos_id: number;
+  pad_id: number;
+  cases: TokenizerCase[];
+}
+
+const golden = goldenJson<TokenizerCases>('tokenizer', 'cases.json');
+const tokenizer = loadTokenizer(goldenPath('tokenizer'));
+
+describe('CLIP tokenizer against transformers CLIPTokenizer', () => {
+  it('uses the golden special ids', () => {
+    expect([BOS_ID, EOS_ID, PAD_ID]).toEqual([golden.bos_id, golden.eos_id, golden.pad_id]);
+  });
+
+  it('has cases to check', () => {
+    expect(golden.cases.length).toBeGreaterThan(0);
+  });
+
+  it('gives identical padded/truncated input_ids for every case', () => {
+    const mismatches = golden.cases
+      .filter((c) => JSON.stringify(tokenizer.encodePadded(c.text)) !== JSON.stringify(c.input_ids))
+      .map((c) => c.text);
+    expect(mismatches).toEqual([]);
+    for (const c of golden.cases) expect(c.input_ids).toHaveLength(CONTEXT_LENGTH);
+  });
+
+  it('gives identical untruncated ids and token strings for every case', () => {
+    const mismatches: string[] = [];
+    for (const c of golden.cases) {
+      const ids = tokenizer.encodeUntruncated(c.text);
+      const tokens = ids.map((id) => tokenizer.tokenString(id));
+      if (JSON.stringify(ids) !== JSON.stringify(c.ids_untruncated) ||
+        JSON.stringify(tokens) !== JSON.stringify(c.tokens_untruncated)) mismatches.push(c.text);
+    }
+    expect(mismatches).toEqual([]);
+  });
+
+  it('finds the same tokenizer in the diffusers model folder', () => {
+    const dir = resolveTokenizerDir({ modelPath: goldenPath('models', 'diffusers') });
+    const fromModel = loadTokenizer(dir);
+    for (const c of golden.cases.slice(0, 20)) {
+      expect(fromModel.encodePadded(c.text)).toEqual(c.input_ids);
+    }
+  });
+});
