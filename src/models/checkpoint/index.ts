@@ -1,0 +1,6 @@
+export * from './configs.ts';
+export * from './sd15-keymap.ts';
+export * from './detect.ts';
+export * from './weight-source.ts';
+export * from './load.ts';
+export * from './hash.ts';
