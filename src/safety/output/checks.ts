@@ -1,0 +1,115 @@
+// Image safety checks run on every decoded output and on every init image: sexual content
+// (nsfwjs), faces with estimated age and protected likeness (@vladmandic/human).
+import { bestLikenessMatch, type ProtectedEmbedding } from '../likeness/match.ts';
+import {
+  assertIntensity,
+  decideInitImage,
+  decideOutput,
+  type CheckReason,
+  type ConsentContext,
+  type ImageScores,
+  type InitImageDecision,
+} from './decide.ts';
+import { FaceAnalyzer } from './faces.ts';
+import { assertRgbImage, blurImage, type RgbImage } from './image.ts';
+import { NsfwClassifier, PHOTO_CLASSES, SEXUAL_CLASSES, sumClasses } from './nsfw.ts';
+import { resolveOutputCheckOptions, type OutputCheckOptions, type OutputCheckOptionsInput } from './options.ts';
+
+export interface OutputCheckResult {
+  verdict: 'pass' | 'block' | 'blur';
+  reasons: CheckReason[];
+  scores: ImageScores;
+  /** What may be stored and returned: the input on pass, the blurred copy on blur, nothing on block. */
+  image?: RgbImage;
+}
+
+export type InitImageCheckResult = InitImageDecision & { scores: ImageScores };
+
+export interface OutputCheckContext {
+  /** The effective graded intensity (0-3) the image was generated at. */
+  intensity: number;
+}
+
+export interface InitImageCheckContext extends OutputCheckContext {
+  consent: ConsentContext;
+}
+
+/** Where registered protected faces come from; read on every check so new registrations apply at once. */
+export type LikenessGallery = () => readonly ProtectedEmbedding[];
+
+export interface ImageChecksSetup {
+  options?: OutputCheckOptionsInput;
+  likeness?: LikenessGallery;
+}
+
+export class ImageSafetyChecks {
+  /** tfjs runs one graph at a time on this engine; a queue keeps concurrent requests apart. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    readonly options: OutputCheckOptions,
+    private readonly nsfw: NsfwClassifier,
+    private readonly faces: FaceAnalyzer,
+    private readonly likeness: LikenessGallery,
+  ) {}
+
+  /** Loads both classifiers from files inside node_modules (no network). */
+  static async load(setup: ImageChecksSetup = {}): Promise<ImageSafetyChecks> {
+    const options = resolveOutputCheckOptions(setup.options);
+    const faces = await FaceAnalyzer.load({ minDetectorScore: Math.min(0.2, options.minFaceScore) });
+    const nsfw = await NsfwClassifier.load();
+    return new ImageSafetyChecks(options, nsfw, faces, setup.likeness ?? (() => []));
+  }
+
+  /** Same models, other thresholds (e.g. another role's policy). */
+  withOptions(options: OutputCheckOptionsInput): ImageSafetyChecks {
+    return new ImageSafetyChecks(resolveOutputCheckOptions(options), this.nsfw, this.faces, this.likeness);
+  }
+
+  private serial<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(task, task);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Raw measurements, without any verdict. */
+  measure(image: RgbImage): Promise<ImageScores> {
+    assertRgbImage(image);
+    return this.serial(async () => {
+      const nsfw = await this.nsfw.classify(image);
+      const gallery = this.likeness();
+      const faces = (await this.faces.analyze(image))
+        .filter((f) => f.score >= this.options.minFaceScore)
+        .map((f) => {
+          const likeness = bestLikenessMatch(f.embedding, gallery);
+          return { box: f.box, score: f.score, age: f.age, ...(likeness ? { likeness } : {}) };
+        });
+      return { nsfw, sexual: sumClasses(nsfw, SEXUAL_CLASSES), photo: sumClasses(nsfw, PHOTO_CLASSES), faces };
+    });
+  }
+
+  async checkOutput(image: RgbImage, context: OutputCheckContext): Promise<OutputCheckResult> {
+    assertIntensity(context.intensity);
+    const scores = await this.measure(image);
+    const decision = decideOutput(scores, context.intensity, this.options);
+    if (decision.verdict === 'pass') return { ...decision, scores, image };
+    if (decision.verdict === 'blur') return { ...decision, scores, image: await blurImage(image) };
+    return { ...decision, scores };
+  }
+
+  async checkInitImage(image: RgbImage, context: InitImageCheckContext): Promise<InitImageCheckResult> {
+    assertIntensity(context.intensity);
+    const scores = await this.measure(image);
+    return { ...decideInitImage(scores, context.intensity, context.consent, this.options), scores };
+  }
+}
+
+/** img2img / inpainting gate: call before any sampling; on 'block' do not sample. */
+export function checkInitImage(checks: ImageSafetyChecks, image: RgbImage, context: InitImageCheckContext): Promise<InitImageCheckResult> {
+  return checks.checkInitImage(image, context);
+}
+
+/** Every decoded image goes through this before it is stored or returned. */
+export function checkOutputImage(checks: ImageSafetyChecks, image: RgbImage, context: OutputCheckContext): Promise<OutputCheckResult> {
+  return checks.checkOutput(image, context);
+}
