@@ -1,0 +1,113 @@
+// AutoencoderKL (the SD 1.5 VAE) as graphs: an encoder (image in [-1, 1] -> latent mean
+// and log-variance) and a decoder (latent -> image in [-1, 1]). Sizes come from the
+// model's own diffusers config, so any SD 1.x-family VAE width or depth works. Weights are
+// taken by diffusers parameter names.
+import { Graph, type Value, type TensorSource } from '../graph/graph.ts';
+import * as op from '../graph/ops.ts';
+import type { VAEConfig } from './checkpoint/configs.ts';
+import type { WeightSource } from './checkpoint/weight-source.ts';
+
+/** diffusers builds every VAE norm with eps 1e-6 (resnets, attention, conv_norm_out). */
+const VAE_NORM_EPS = 1e-6;
+
+class VaeBuilder {
+  constructor(
+    readonly g: Graph,
+    readonly cfg: VAEConfig,
+    private readonly weights: WeightSource,
+  ) {}
+
+  /** A parameter as a graph weight, widened to f32 at export (fp16 files are common). */
+  param(name: string): Value {
+    const w = this.weights;
+    const source: TensorSource = {
+      dtype: 'f32',
+      shape: w.shape(name),
+      read: () => w.get(name).toFloat32(),
+    };
+    return this.g.weight(name, source);
+  }
+
+  norm(x: Value, prefix: string): Value {
+    return op.groupNorm(x, this.param(`${prefix}.weight`), this.param(`${prefix}.bias`), this.cfg.norm_num_groups, VAE_NORM_EPS);
+  }
+
+  conv(x: Value, prefix: string, pad: number, strides?: number[], pads?: number[]): Value {
+    return op.conv(x, this.param(`${prefix}.weight`), this.param(`${prefix}.bias`), {
+      pads: pads ?? [pad, pad, pad, pad],
+      ...(strides ? { strides } : {}),
+    });
+  }
+
+  resnet(x: Value, prefix: string): Value {
+    let h = this.conv(op.silu(this.norm(x, `${prefix}.norm1`)), `${prefix}.conv1`, 1);
+    h = this.conv(op.silu(this.norm(h, `${prefix}.norm2`)), `${prefix}.conv2`, 1);
+    const shortcut = this.weights.has(`${prefix}.conv_shortcut.weight`) ? this.conv(x, `${prefix}.conv_shortcut`, 0) : x;
+    return op.add(shortcut, h);
+  }
+
+  /** Single-head self-attention over all pixels (the VAE's mid block). */
+  attention(x: Value, prefix: string): Value {
+    const c = x.shape[1] as number;
+    const h = op.transpose(op.reshape(this.norm(x, `${prefix}.group_norm`), [0, c, -1]), [0, 2, 1]);
+    const lin = (name: string): Value => op.linear(h, this.param(`${prefix}.${name}.weight`), this.param(`${prefix}.${name}.bias`));
+    const a = op.multiHeadAttention(lin('to_q'), lin('to_k'), lin('to_v'), 1);
+    const o = op.linear(a, this.param(`${prefix}.to_out.0.weight`), this.param(`${prefix}.to_out.0.bias`));
+    return op.add(op.reshapeLike(op.transpose(o, [0, 2, 1]), x), x);
+  }
+
+  midBlock(x: Value, prefix: string): Value {
+    let h = this.resnet(x, `${prefix}.resnets.0`);
+    if (this.cfg.mid_block_add_attention !== false) h = this.attention(h, `${prefix}.attentions.0`);
+    return this.resnet(h, `${prefix}.resnets.1`);
+  }
+
+  tail(x: Value, prefix: string): Value {
+    return this.conv(op.silu(this.norm(x, `${prefix}.conv_norm_out`)), `${prefix}.conv_out`, 1);
+  }
+}
+
+/** Encoder graph: input `image` [B, 3, H, W] in [-1, 1]; outputs `mean` and `logvar`
+ * [B, 4, H/8, W/8] (logvar clamped to [-30, 20] as diffusers' DiagonalGaussianDistribution). */
+export function buildVaeEncoder(cfg: VAEConfig, weights: WeightSource): Graph {
+  const g = new Graph('vae_encoder');
+  const b = new VaeBuilder(g, cfg, weights);
+  const image = g.input('image', 'f32', ['batch', cfg.in_channels, 'height', 'width']);
+  let h = b.conv(image, 'encoder.conv_in', 1);
+  const levels = cfg.block_out_channels.length;
+  for (let i = 0; i < levels; i++) {
+    for (let j = 0; j < cfg.layers_per_block; j++) h = b.resnet(h, `encoder.down_blocks.${i}.resnets.${j}`);
+    // diffusers' Downsample2D(padding=0) pads right and bottom by one, then strides by 2
+    if (i < levels - 1) h = b.conv(h, `encoder.down_blocks.${i}.downsamplers.0.conv`, 0, [2, 2], [0, 0, 1, 1]);
+  }
+  h = b.midBlock(h, 'encoder.mid_block');
+  h = b.tail(h, 'encoder');
+  if (cfg.use_quant_conv !== false) h = b.conv(h, 'quant_conv', 0);
+  const z = cfg.latent_channels;
+  const mean = op.slice(h, [0], [z], [1]);
+  const logvarRaw = op.slice(h, [z], [2 * z], [1]);
+  const logvar = g.addNode('Clip', [logvarRaw, op.constant(g, 'f32', [-30], []), op.constant(g, 'f32', [20], [])], [
+    { dtype: 'f32', shape: logvarRaw.shape },
+  ])[0]!;
+  g.output('mean', mean);
+  g.output('logvar', logvar);
+  return g;
+}
+
+/** Decoder graph: input `latent` [B, 4, h, w] (already divided by the scaling factor);
+ * output `image` [B, 3, 8h, 8w] in about [-1, 1]. */
+export function buildVaeDecoder(cfg: VAEConfig, weights: WeightSource): Graph {
+  const g = new Graph('vae_decoder');
+  const b = new VaeBuilder(g, cfg, weights);
+  const latent = g.input('latent', 'f32', ['batch', cfg.latent_channels, 'height', 'width']);
+  let h = cfg.use_post_quant_conv !== false ? b.conv(latent, 'post_quant_conv', 0) : latent;
+  h = b.conv(h, 'decoder.conv_in', 1);
+  h = b.midBlock(h, 'decoder.mid_block');
+  const levels = cfg.block_out_channels.length;
+  for (let i = 0; i < levels; i++) {
+    for (let j = 0; j <= cfg.layers_per_block; j++) h = b.resnet(h, `decoder.up_blocks.${i}.resnets.${j}`);
+    if (i < levels - 1) h = b.conv(op.upsampleNearest(h, 2), `decoder.up_blocks.${i}.upsamplers.0.conv`, 1);
+  }
+  g.output('image', b.tail(h, 'decoder'));
+  return g;
+}
