@@ -36,7 +36,7 @@ export class GraphBuildError extends Error {
  * dropped afterwards, so a multi-GB model never sits in memory twice. `file`, when given,
  * says the bytes already lie raw (little-endian, dense) in a file: the exporter can point
  * ONNX external data at it instead of copying. */
-export interface WeightSource {
+export interface TensorSource {
   readonly dtype: DType;
   readonly shape: readonly number[];
   read(): AnyTypedArray;
@@ -74,7 +74,7 @@ export interface Node {
 }
 
 export type Initializer =
-  | { kind: 'weight'; value: Value; source: WeightSource }
+  | { kind: 'weight'; value: Value; source: TensorSource }
   | { kind: 'constant'; value: Value; data: AnyTypedArray };
 
 export class Graph {
@@ -120,7 +120,7 @@ export class Graph {
   }
 
   /** A named parameter (e.g. 'down_blocks.0.resnets.0.conv1.weight'), read lazily at export. */
-  weight(name: string, source: WeightSource): Value {
+  weight(name: string, source: TensorSource): Value {
     const v = new Value(this, this.claim(name, 'weight'), source.dtype, [...source.shape]);
     this.initializers.push({ kind: 'weight', value: v, source });
     return v;

@@ -4,14 +4,14 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { divDim, mulDim } from '../../src/graph/dims.ts';
-import { Graph, GraphBuildError, type WeightSource } from '../../src/graph/graph.ts';
+import { Graph, GraphBuildError, type TensorSource } from '../../src/graph/graph.ts';
 import * as op from '../../src/graph/ops.ts';
 import { exportOnnx, writeOnnx } from '../../src/graph/onnx.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'redline-graph-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-function source(data: Float32Array, shape: number[]): WeightSource {
+function source(data: Float32Array, shape: number[]): TensorSource {
   return { dtype: 'f32', shape, read: () => data };
 }
 
