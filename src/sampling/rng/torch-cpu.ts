@@ -1,3 +1,4 @@
+import { fmaF } from './float32.ts';
 import { MT19937 } from './mt19937.ts';
 
 const TWO_POW_M24 = 1 / 16777216;
@@ -90,35 +91,6 @@ function boxMuller16(d: Float32Array, o: number): void {
     d[o + j] = f(radius * sincosOut[1]!);
     d[o + j + 8] = f(radius * sincosOut[0]!);
   }
-}
-
-/**
- * Single-rounding float fused multiply-add. a*b of two floats is exact in a double; the
- * sum's double rounding is corrected when it lands on a float tie.
- */
-function fmaF(a: number, b: number, c: number): number {
-  const p = a * b;
-  const s = p + c;
-  const r = f(s);
-  const bb = s - p;
-  const err = (p - (s - bb)) + (c - bb);
-  if (err === 0 || r === s) return r;
-  // s was not representable; only a tie between two floats can round the wrong way.
-  const other = s > r ? nextUpF(r) : nextDownF(r);
-  if (Math.abs(other - s) !== Math.abs(r - s)) return r;
-  return (err > 0) === (other > r) ? other : r;
-}
-
-function nextUpF(x: number): number {
-  bitsF[0] = x;
-  if (x >= 0) bitsU[0] = bitsU[0]! + 1; else bitsU[0] = bitsU[0]! - 1;
-  return bitsF[0]!;
-}
-
-function nextDownF(x: number): number {
-  bitsF[0] = x;
-  if (x > 0) bitsU[0] = bitsU[0]! - 1; else if (x === 0) bitsU[0] = 0x80000001; else bitsU[0] = bitsU[0]! + 1;
-  return bitsF[0]!;
 }
 
 const bitsF = new Float32Array(1);
