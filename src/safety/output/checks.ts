@@ -58,7 +58,11 @@ export class ImageSafetyChecks {
     const options = resolveOutputCheckOptions(setup.options);
     const faces = await FaceAnalyzer.load({ minDetectorScore: Math.min(0.2, options.minFaceScore) });
     const nsfw = await NsfwClassifier.load();
-    return new ImageSafetyChecks(options, nsfw, faces, setup.likeness ?? (() => []));
+    const checks = new ImageSafetyChecks(options, nsfw, faces, setup.likeness ?? (() => []));
+    // The first run of each graph compiles its kernels (several hundred ms); pay that here,
+    // not on the first request.
+    await checks.measure({ data: new Uint8Array(64 * 64 * 3).fill(128), width: 64, height: 64 });
+    return checks;
   }
 
   /** Same models, other thresholds (e.g. another role's policy). */
