@@ -1,0 +1,4 @@
+export * from './module-index.ts';
+export * from './load.ts';
+export * from './fuse.ts';
+export * from './runtime.ts';
