@@ -2,30 +2,23 @@
 // and log-variance) and a decoder (latent -> image in [-1, 1]). Sizes come from the
 // model's own diffusers config, so any SD 1.x-family VAE width or depth works. Weights are
 // taken by diffusers parameter names.
-import { Graph, type Value, type TensorSource } from '../graph/graph.ts';
+import { Graph, type Value } from '../graph/graph.ts';
 import * as op from '../graph/ops.ts';
 import type { VAEConfig } from './checkpoint/configs.ts';
-import type { WeightSource } from './checkpoint/weight-source.ts';
+import { bindParams, type ParamBinder, type WeightSource } from './weights.ts';
 
 /** diffusers builds every VAE norm with eps 1e-6 (resnets, attention, conv_norm_out). */
 const VAE_NORM_EPS = 1e-6;
 
 class VaeBuilder {
+  readonly param: ParamBinder;
+
   constructor(
     readonly g: Graph,
     readonly cfg: VAEConfig,
-    private readonly weights: WeightSource,
-  ) {}
-
-  /** A parameter as a graph weight, widened to f32 at export (fp16 files are common). */
-  param(name: string): Value {
-    const w = this.weights;
-    const source: TensorSource = {
-      dtype: 'f32',
-      shape: w.shape(name),
-      read: () => w.get(name).toFloat32(),
-    };
-    return this.g.weight(name, source);
+    weights: WeightSource,
+  ) {
+    this.param = bindParams(g, weights, 'VAE');
   }
 
   norm(x: Value, prefix: string): Value {
@@ -42,7 +35,7 @@ class VaeBuilder {
   resnet(x: Value, prefix: string): Value {
     let h = this.conv(op.silu(this.norm(x, `${prefix}.norm1`)), `${prefix}.conv1`, 1);
     h = this.conv(op.silu(this.norm(h, `${prefix}.norm2`)), `${prefix}.conv2`, 1);
-    const shortcut = this.weights.has(`${prefix}.conv_shortcut.weight`) ? this.conv(x, `${prefix}.conv_shortcut`, 0) : x;
+    const shortcut = this.param.has(`${prefix}.conv_shortcut.weight`) ? this.conv(x, `${prefix}.conv_shortcut`, 0) : x;
     return op.add(shortcut, h);
   }
 
