@@ -502,3 +502,24 @@ export function dtypeFromOnnx(code: number): DType {
   for (const [d, c] of Object.entries(ONNX_TYPES)) if (c === code) return d as DType;
   throw new GraphBuildError(`ONNX data type ${code} is not supported`);
 }
+
+export function reduceSum(x: Value, axes: readonly number[], keepdims = true): Value {
+  const norm = axes.map((a) => normAxis('ReduceSum', a, x.rank));
+  const shape = keepdims ? x.shape.map((d, i) => (norm.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !norm.includes(i));
+  return x.graph.addNode('ReduceSum', [x, i64s(x.graph, axes, 'axes')], [{ dtype: x.dtype, shape }], { keepdims: attr.int(keepdims ? 1 : 0) })[0]!;
+}
+
+/** Nearest-neighbour resize of x's spatial dims to those of `like` (torch
+ * F.interpolate(size=like.shape[2:], mode='nearest')): the UNet's upsampling, which must land
+ * exactly on the skip connection's size also when a down-sampling rounded up. */
+export function upsampleNearestTo(x: Value, like: Value): Value {
+  if (x.rank < 3 || like.rank !== x.rank) fail('Resize', `input ${x} and reference ${like} must both be [N, C, ...]`);
+  const g = x.graph;
+  const sizes = concat([slice(shapeOf(x), [0], [2], [0]), slice(shapeOf(like), [2], [like.rank], [0])], 0);
+  const shape = [x.shape[0]!, x.shape[1]!, ...like.shape.slice(2)];
+  return g.addNode('Resize', [x, null, null, sizes], [{ dtype: x.dtype, shape }], {
+    mode: attr.string('nearest'),
+    coordinate_transformation_mode: attr.string('asymmetric'),
+    nearest_mode: attr.string('floor'),
+  })[0]!;
+}
