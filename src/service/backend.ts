@@ -1,0 +1,236 @@
+// The seam between the HTTP service and the layers below it. The service only ever talks
+// to these interfaces; the generation pipeline (src/pipeline) and the safety layers
+// (src/safety) provide the implementations, wired in one place: src/service/components.ts
+// (see src/service/README.md for how to plug them in).
+
+/** A LoRA (or other adapter) applied to one generation, as A1111's `<lora:name:weight>`. */
+export interface AdapterUse {
+  name: string;
+  /** Strength asked for by the user; the pipeline scales it by the effective intensity. */
+  weight: number;
+}
+
+/** Everything the pipeline needs for one generation. Field names follow A1111. */
+export interface GenerationRequest {
+  mode: 'txt2img' | 'img2img';
+  prompt: string;
+  negativePrompt: string;
+  /** Adapters named in the request's `adapters` list and in `<lora:...>` prompt tags. */
+  adapters: AdapterUse[];
+  /** A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M'. */
+  sampler: string;
+  /** A1111 scheduler name ('Automatic', 'Karras', ...). */
+  scheduler: string;
+  steps: number;
+  cfgScale: number;
+  /** Resolved seed (never -1 here: the service draws the random seed so it can be recorded). */
+  seed: number;
+  subseed: number;
+  subseedStrength: number;
+  width: number;
+  height: number;
+  /** Images per UNet batch. */
+  batchSize: number;
+  /** Number of batches run one after the other. */
+  nIter: number;
+  clipSkip: number;
+  eta: number | null;
+  /** img2img only. */
+  denoisingStrength: number | null;
+  /** img2img only: PNG-decoded init images (already size/type checked by the service). */
+  initImages: Buffer[];
+  /** img2img inpainting mask (PNG), if any. */
+  mask: Buffer | null;
+  /** Checkpoint name as listed by listModels(); null = the backend's current model. */
+  model: string | null;
+  /**
+   * Graded intensity in force, 0-3, after the screener and the caller's role cap. The
+   * pipeline turns it into adapter strength and safe-guidance settings. Never taken
+   * from the HTTP request directly.
+   */
+  intensity: number;
+  /** The screener's verdict, for pipelines that apply safe guidance on 'clamp'. */
+  screening: ScreeningResult;
+}
+
+export interface GeneratedImage {
+  png: Buffer;
+  /** A1111 infotext (the PNG `parameters` text). */
+  infotext: string;
+  seed: number;
+}
+
+export interface GenerationResult {
+  images: GeneratedImage[];
+  /** Free-form facts the pipeline wants reported (model hash, adapter hashes, timings). */
+  info: Record<string, unknown>;
+}
+
+export interface GenerateOptions {
+  /** Called after each UNet step; previewPng is optional (costly previews may be sparse). */
+  onProgress(step: number, total: number, previewPng?: Buffer): void;
+  /** Aborted on cancel or shutdown: stop at the next step and throw signal.reason. */
+  signal: AbortSignal;
+  /** Service job id, for logs and audit correlation. */
+  jobId: string;
+}
+
+export interface ModelInfo {
+  /** A1111 `title`, e.g. 'v1-5-pruned-emaonly.safetensors [6ce0161689]'. */
+  title: string;
+  model_name: string;
+  hash: string | null;
+  sha256: string | null;
+  filename: string;
+}
+
+export interface AdapterInfo {
+  name: string;
+  alias: string;
+  path: string;
+  metadata: Record<string, unknown>;
+}
+
+export interface SamplerInfo {
+  name: string;
+  aliases: string[];
+  options: Record<string, unknown>;
+}
+
+export interface GenerationBackend {
+  generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult>;
+  listModels(): Promise<ModelInfo[]>;
+  listLoras(): Promise<AdapterInfo[]>;
+  listSamplers(): Promise<SamplerInfo[]>;
+  /** The checkpoint title now loaded. */
+  currentModel(): Promise<string | null>;
+  /** Load a checkpoint by title or model_name; RedlineError('unknown_model') if absent. */
+  switchModel(name: string): Promise<void>;
+  close?(): Promise<void>;
+}
+
+/** What the screener is asked about. */
+export interface ScreeningInput {
+  prompt: string;
+  negativePrompt: string;
+  /** Adapter names (LoRA tags are screened as text too). */
+  adapters: string[];
+  /** Intensity the request asked for (0-3); null = let the wording decide. */
+  requestedIntensity: number | null;
+  /** Server-side identity: the role name from the caller's key or session. */
+  role: string;
+  /** The role's intensity cap from the role table in force. */
+  roleCap: number;
+}
+
+export interface ScreeningResult {
+  verdict: 'allow' | 'clamp' | 'refuse';
+  /** Intensity the wording or request asked for, 0-3. */
+  requestedIntensity: number;
+  /** Intensity generation runs at, <= the role cap. */
+  effectiveIntensity: number;
+  /** Categories hit, for monitoring (e.g. 'graphic_injury', 'minors'). */
+  categories: string[];
+  /** User-facing reason; must not teach evasion. */
+  reason: string;
+}
+
+export interface Screener {
+  screen(input: ScreeningInput): Promise<ScreeningResult>;
+}
+
+export interface OutputCheckContext {
+  jobId: string;
+  role: string;
+  intensity: number;
+  request: GenerationRequest;
+}
+
+export interface OutputCheckResult {
+  /** 'pass' keeps the image; 'blur' replaces it with `png`; 'block' drops it. */
+  action: 'pass' | 'blur' | 'block';
+  png: Buffer;
+  /** Categories that fired, for monitoring. */
+  categories: string[];
+  reason: string;
+  scores: Record<string, number>;
+}
+
+/** Runs on every decoded image before anything is stored or returned (issue 6). */
+export interface OutputChecker {
+  check(png: Buffer, ctx: OutputCheckContext): Promise<OutputCheckResult>;
+  /** Input check for img2img init images (faces + intensity); refuses before sampling. */
+  checkInput?(png: Buffer, ctx: OutputCheckContext): Promise<{ allowed: boolean; reason: string; categories: string[] }>;
+}
+
+export interface ProvenanceStatus {
+  parameters: boolean;
+  xmp: boolean;
+  c2pa: 'signed' | 'absent';
+  watermark: boolean;
+}
+
+/** Adds provenance marks (parameters chunk, XMP, C2PA, watermark) to a returned image. */
+export interface ProvenanceMarker {
+  mark(png: Buffer, ctx: OutputCheckContext & { infotext: string }): Promise<{ png: Buffer; status: ProvenanceStatus }>;
+}
+
+/** An event the service reports to the audit log (src/safety/audit when it lands). */
+export interface AuditEvent {
+  kind: 'screening' | 'generation' | 'block' | 'admin';
+  caller: string;
+  role: string;
+  jobId?: string;
+  prompt?: string;
+  negativePrompt?: string;
+  verdict?: string;
+  categories?: string[];
+  requestedIntensity?: number;
+  effectiveIntensity?: number;
+  reason?: string;
+  detail?: Record<string, unknown>;
+}
+
+export interface AuditSearch {
+  caller?: string;
+  kind?: string;
+  text?: string;
+  since?: string;
+  limit: number;
+}
+
+export interface AuditSink {
+  record(event: AuditEvent): Promise<void> | void;
+  search?(query: AuditSearch): Promise<Record<string, unknown>[]> | Record<string, unknown>[];
+}
+
+/** A role as the service enforces it (caps from the policy once src/safety/policy lands). */
+export interface RoleCaps {
+  name: string;
+  /** Highest graded intensity this role may receive, 0-3. */
+  maxIntensity: number;
+  canGenerate: boolean;
+  canAdmin: boolean;
+  /** May change the server's loaded checkpoint (A1111 POST /options sd_model_checkpoint). */
+  canSwitchModel: boolean;
+  /** Token bucket: capacity and refill in cost units (one unit = 512x512 x 20 steps x 1 image). */
+  rate: { capacity: number; refillPerSecond: number };
+  /** Largest width*height accepted, and largest batch_size*n_iter. */
+  maxPixels: number;
+  maxImages: number;
+  maxSteps: number;
+}
+
+/** Everything `redline serve` and `redline worker` need from the layers below. */
+export interface ServiceComponents {
+  backend: GenerationBackend;
+  screener: Screener;
+  outputChecker: OutputChecker | null;
+  provenance: ProvenanceMarker | null;
+  audit: AuditSink | null;
+  /** Role table from the policy; null = the service's built-in table (src/service/roles.ts). */
+  roles: Record<string, RoleCaps> | null;
+}
+
+/** A module passed to `--components` exports this. */
+export type ComponentsFactory = (ctx: { dataDir: string; role: 'server' | 'worker' }) => Promise<ServiceComponents>;

@@ -1,0 +1,190 @@
+import type { FastifyInstance } from 'fastify';
+import { RedlineError } from '../../errors.ts';
+import { sendError } from '../auth.ts';
+import type { ServiceContext } from '../submit.ts';
+
+const admin = { admin: true } as const;
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+const keySchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' }, name: { type: 'string' }, role: { type: 'string' }, user_id: { type: ['integer', 'null'] },
+    created_at: { type: 'string' }, last_used_at: { type: ['string', 'null'] }, revoked_at: { type: ['string', 'null'] },
+  },
+} as const;
+const userSchema = {
+  type: 'object',
+  properties: { id: { type: 'integer' }, username: { type: 'string' }, role: { type: 'string' }, disabled: { type: 'boolean' }, created_at: { type: 'string' } },
+} as const;
+const errorSchema = { type: 'object', properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } } } } } as const;
+
+export function registerAdminRoutes(app: FastifyInstance, ctx: ServiceContext): void {
+  const { store, roles, components } = ctx;
+  const keyView = (k: ReturnType<typeof store.listKeys>[number]) => ({ ...k, created_at: iso(k.created_at)!, last_used_at: iso(k.last_used_at), revoked_at: iso(k.revoked_at) });
+  const userView = (u: ReturnType<typeof store.listUsers>[number]) => ({ ...u, disabled: u.disabled !== 0, created_at: iso(u.created_at)! });
+  const audit = (callerId: string, role: string, detail: Record<string, unknown>) =>
+    void components.audit?.record({ kind: 'admin', caller: callerId, role, detail });
+
+  app.get('/api/v1/admin/keys', {
+    config: admin,
+    schema: { tags: ['admin'], summary: 'API keys (never the secrets)', response: { 200: { type: 'object', properties: { keys: { type: 'array', items: keySchema } } } } },
+  }, async () => ({ keys: store.listKeys().map(keyView) }));
+
+  app.post<{ Body: { role: string; name: string; username?: string } }>('/api/v1/admin/keys', {
+    config: admin,
+    schema: {
+      tags: ['admin'], summary: 'Create an API key; the key is shown once',
+      body: { type: 'object', required: ['role'], additionalProperties: false, properties: { role: { type: 'string' }, name: { type: 'string', maxLength: 128, default: '' }, username: { type: 'string' } } },
+      response: { 201: { type: 'object', properties: { key: { type: 'string' }, id: { type: 'string' }, role: { type: 'string' }, name: { type: 'string' } } }, 422: errorSchema },
+    },
+  }, async (req, reply) => {
+    if (!roles.has(req.body.role)) return sendError(req, reply, 422, 'unknown_role', `unknown role '${req.body.role}'; roles: ${roles.names().join(', ')}`);
+    let userId: number | null = null;
+    if (req.body.username) {
+      const u = store.getUser(req.body.username);
+      if (!u) return sendError(req, reply, 422, 'unknown_user', `no user '${req.body.username}'`);
+      userId = u.id;
+    }
+    const { key, row } = store.createKey(req.body.role, req.body.name, userId);
+    audit(req.caller!.id, req.caller!.role, { action: 'key_create', key_id: row.id, role: row.role });
+    return reply.code(201).send({ key, id: row.id, role: row.role, name: row.name });
+  });
+
+  app.post<{ Params: { id: string } }>('/api/v1/admin/keys/:id/revoke', {
+    config: admin,
+    schema: { tags: ['admin'], summary: 'Revoke an API key', params: { type: 'object', properties: { id: { type: 'string' } } }, response: { 200: keySchema, 404: errorSchema } },
+  }, async (req, reply) => {
+    if (!store.getKey(req.params.id)) return sendError(req, reply, 404, 'unknown_key', 'no such key');
+    store.revokeKey(req.params.id);
+    audit(req.caller!.id, req.caller!.role, { action: 'key_revoke', key_id: req.params.id });
+    return keyView(store.getKey(req.params.id)!);
+  });
+
+  app.post<{ Params: { id: string } }>('/api/v1/admin/keys/:id/rotate', {
+    config: admin,
+    schema: {
+      tags: ['admin'], summary: 'Revoke a key and issue a new one with the same name and role',
+      params: { type: 'object', properties: { id: { type: 'string' } } },
+      response: { 201: { type: 'object', properties: { key: { type: 'string' }, id: { type: 'string' }, role: { type: 'string' }, name: { type: 'string' } } }, 404: errorSchema, 409: errorSchema },
+    },
+  }, async (req, reply) => {
+    try {
+      const { key, row } = store.rotateKey(req.params.id);
+      audit(req.caller!.id, req.caller!.role, { action: 'key_rotate', old_key_id: req.params.id, key_id: row.id });
+      return reply.code(201).send({ key, id: row.id, role: row.role, name: row.name });
+    } catch (err) {
+      if (err instanceof RedlineError) return sendError(req, reply, err.code === 'unknown_key' ? 404 : 409, err.code, err.message);
+      throw err;
+    }
+  });
+
+  app.get('/api/v1/admin/users', {
+    config: admin,
+    schema: { tags: ['admin'], summary: 'Users', response: { 200: { type: 'object', properties: { users: { type: 'array', items: userSchema } } } } },
+  }, async () => ({ users: store.listUsers().map(userView) }));
+
+  app.post<{ Body: { username: string; password: string; role: string } }>('/api/v1/admin/users', {
+    config: admin,
+    schema: {
+      tags: ['admin'], summary: 'Create a studio user',
+      body: { type: 'object', required: ['username', 'password', 'role'], additionalProperties: false, properties: { username: { type: 'string' }, password: { type: 'string', maxLength: 1024 }, role: { type: 'string' } } },
+      response: { 201: userSchema, 422: errorSchema },
+    },
+  }, async (req, reply) => {
+    if (!roles.has(req.body.role)) return sendError(req, reply, 422, 'unknown_role', `unknown role '${req.body.role}'; roles: ${roles.names().join(', ')}`);
+    try {
+      const u = await store.createUser(req.body.username, req.body.password, req.body.role);
+      audit(req.caller!.id, req.caller!.role, { action: 'user_create', username: u.username, role: u.role });
+      return reply.code(201).send(userView(u));
+    } catch (err) {
+      if (err instanceof RedlineError) return sendError(req, reply, 422, err.code, err.message);
+      throw err;
+    }
+  });
+
+  app.patch<{ Params: { username: string }; Body: { role?: string; disabled?: boolean; password?: string } }>('/api/v1/admin/users/:username', {
+    config: admin,
+    schema: {
+      tags: ['admin'], summary: 'Change a user\'s role, disable or enable them, or set a new password',
+      params: { type: 'object', properties: { username: { type: 'string' } } },
+      body: { type: 'object', additionalProperties: false, properties: { role: { type: 'string' }, disabled: { type: 'boolean' }, password: { type: 'string', maxLength: 1024 } } },
+      response: { 200: userSchema, 404: errorSchema, 422: errorSchema },
+    },
+  }, async (req, reply) => {
+    if (req.body.role !== undefined && !roles.has(req.body.role)) return sendError(req, reply, 422, 'unknown_role', `unknown role '${req.body.role}'`);
+    try {
+      const u = await store.updateUser(req.params.username, req.body);
+      audit(req.caller!.id, req.caller!.role, { action: 'user_update', username: u.username, role: u.role, disabled: u.disabled !== 0, password_changed: req.body.password !== undefined });
+      return userView(u);
+    } catch (err) {
+      if (err instanceof RedlineError) return sendError(req, reply, err.code === 'unknown_user' ? 404 : 422, err.code, err.message);
+      throw err;
+    }
+  });
+
+  const sinceQuery = {
+    type: 'object',
+    properties: { since: { type: 'string', format: 'date-time' }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+  } as const;
+  const sinceMs = (s?: string) => (s ? Date.parse(s) : 0);
+
+  app.get<{ Querystring: { since?: string; limit: number } }>('/api/v1/admin/blocks', {
+    config: admin,
+    schema: {
+      tags: ['admin'], summary: 'Refused prompts and blocked images, newest first',
+      querystring: sinceQuery,
+      response: {
+        200: {
+          type: 'object',
+          properties: {
+            blocks: { type: 'array', items: { type: 'object', properties: { id: { type: 'integer' }, at: { type: 'string' }, caller: { type: 'string' }, role: { type: 'string' }, stage: { type: 'string' }, categories: { type: 'array', items: { type: 'string' } }, reason: { type: 'string' }, job_id: { type: ['string', 'null'] } } } },
+            by_category: { type: 'object', additionalProperties: { type: 'integer' } },
+          },
+        },
+      },
+    },
+  }, async (req) => {
+    const rows = store.listBlocks(req.query.limit, sinceMs(req.query.since));
+    const byCategory: Record<string, number> = {};
+    const blocks = rows.map((b) => {
+      const categories = JSON.parse(b.categories) as string[];
+      for (const c of categories) byCategory[c] = (byCategory[c] ?? 0) + 1;
+      return { ...b, at: iso(b.at)!, categories };
+    });
+    return { blocks, by_category: byCategory };
+  });
+
+  app.get<{ Querystring: { since?: string; limit: number } }>('/api/v1/admin/blocks/top-callers', {
+    config: admin,
+    schema: {
+      tags: ['admin'], summary: 'Callers with the most blocks',
+      querystring: sinceQuery,
+      response: { 200: { type: 'object', properties: { callers: { type: 'array', items: { type: 'object', properties: { caller: { type: 'string' }, role: { type: 'string' }, blocks: { type: 'integer' }, last_at: { type: 'string' } } } } } } },
+    },
+  }, async (req) => ({
+    callers: store.topBlockedCallers(req.query.limit, sinceMs(req.query.since)).map((c) => ({ ...c, last_at: iso(c.last_at)! })),
+  }));
+
+  app.get<{ Querystring: { caller?: string; kind?: string; q?: string; since?: string; limit: number } }>('/api/v1/admin/audit', {
+    config: admin,
+    schema: {
+      tags: ['admin'], summary: 'Search the audit log (src/safety/audit)',
+      querystring: {
+        type: 'object',
+        properties: { caller: { type: 'string' }, kind: { type: 'string' }, q: { type: 'string', maxLength: 256 }, since: { type: 'string', format: 'date-time' }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+      },
+      response: { 200: { type: 'object', properties: { entries: { type: 'array', items: { type: 'object', additionalProperties: true } } } }, 501: errorSchema },
+    },
+  }, async (req, reply) => {
+    const search = components.audit?.search;
+    if (!search) return sendError(req, reply, 501, 'audit_unavailable', 'no audit log with search is installed on this server');
+    const q = req.query;
+    const entries = await search.call(components.audit, {
+      limit: q.limit,
+      ...(q.caller ? { caller: q.caller } : {}), ...(q.kind ? { kind: q.kind } : {}),
+      ...(q.q ? { text: q.q } : {}), ...(q.since ? { since: q.since } : {}),
+    });
+    return { entries };
+  });
+}

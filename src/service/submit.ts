@@ -1,0 +1,223 @@
+import { randomInt } from 'node:crypto';
+import { RedlineError } from '../errors.ts';
+import type { AdapterUse, RoleCaps, ScreeningResult, ServiceComponents } from './backend.ts';
+import type { StoredRequest } from './execute.ts';
+import { decodeBase64Image, fetchInitImage, normaliseUpload, type UploadLimits } from './hardening.ts';
+import type { JobService } from './jobs.ts';
+import type { ServiceMetrics } from './metrics.ts';
+import { generationCost, type RateDecision, type RateLimiter } from './ratelimit.ts';
+import type { RoleTable } from './roles.ts';
+import type { Caller, JobRow, ServiceStore } from './store.ts';
+
+/** A generation request after the interface (native or A1111) mapped its fields. */
+export interface SubmissionInput {
+  mode: 'txt2img' | 'img2img';
+  prompt: string;
+  negativePrompt: string;
+  adapters: AdapterUse[];
+  sampler: string;
+  scheduler: string;
+  steps: number;
+  cfgScale: number;
+  seed: number;
+  subseed: number;
+  subseedStrength: number;
+  width: number;
+  height: number;
+  batchSize: number;
+  nIter: number;
+  clipSkip: number;
+  eta: number | null;
+  denoisingStrength: number | null;
+  initImages: string[];
+  initImageUrl: string | null;
+  mask: string | null;
+  model: string | null;
+  /** What the request asked for; only a wish, capped by the caller's role. */
+  requestedIntensity: number | null;
+}
+
+export interface ServiceContext {
+  store: ServiceStore;
+  components: ServiceComponents;
+  roles: RoleTable;
+  jobs: JobService;
+  metrics: ServiceMetrics;
+  limiter: RateLimiter;
+  uploadLimits: UploadLimits;
+  allowInitImageUrls: boolean;
+}
+
+/** HTTP status + machine code for a refusal the interface turns into its own error body. */
+export class SubmissionError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+const LORA_TAG = /<lora:([^:>]+)(?::([+-]?\d*\.?\d+))?(?::[^>]*)?>/gi;
+
+/** Pulls A1111 `<lora:name:weight>` tags out of a prompt. */
+export function extractLoraTags(prompt: string): { prompt: string; adapters: AdapterUse[] } {
+  const adapters: AdapterUse[] = [];
+  const stripped = prompt.replace(LORA_TAG, (_m, name: string, weight?: string) => {
+    adapters.push({ name: name.trim(), weight: weight === undefined ? 1 : Number(weight) });
+    return '';
+  });
+  return { prompt: stripped.replace(/\s{2,}/g, ' ').replace(/\s+,/g, ',').trim(), adapters };
+}
+
+function randomSeed(): number {
+  // A1111 draws from randrange(4294967294).
+  return randomInt(4294967294);
+}
+
+function enforceRoleLimits(input: SubmissionInput, role: RoleCaps): void {
+  if (!role.canGenerate) throw new SubmissionError(403, 'role_cannot_generate', `role '${role.name}' may not generate images.`);
+  if (input.width % 8 !== 0 || input.height % 8 !== 0) {
+    throw new SubmissionError(422, 'bad_size', `width and height must be multiples of 8 (got ${input.width}x${input.height}).`);
+  }
+  if (input.width * input.height > role.maxPixels) {
+    throw new SubmissionError(403, 'size_over_role_limit', `${input.width}x${input.height} is over the ${role.maxPixels}-pixel limit of role '${role.name}'.`);
+  }
+  if (input.batchSize * input.nIter > role.maxImages) {
+    throw new SubmissionError(403, 'batch_over_role_limit', `batch_size x n_iter = ${input.batchSize * input.nIter} is over the limit of ${role.maxImages} images for role '${role.name}'.`);
+  }
+  if (input.steps > role.maxSteps) {
+    throw new SubmissionError(403, 'steps_over_role_limit', `${input.steps} steps is over the limit of ${role.maxSteps} for role '${role.name}'.`);
+  }
+}
+
+async function checkNames(ctx: ServiceContext, input: SubmissionInput): Promise<void> {
+  const samplers = await ctx.components.backend.listSamplers();
+  const known = samplers.some((s) => s.name === input.sampler || s.aliases.includes(input.sampler));
+  if (!known) {
+    throw new SubmissionError(422, 'unknown_sampler', `sampler '${input.sampler}' not found; samplers: ${samplers.map((s) => s.name).join(', ')}.`);
+  }
+  if (input.model !== null) {
+    const models = await ctx.components.backend.listModels();
+    if (!models.some((m) => m.title === input.model || m.model_name === input.model)) {
+      throw new SubmissionError(422, 'unknown_model', `model '${input.model}' not found; see /sdapi/v1/sd-models.`);
+    }
+  }
+  if (input.adapters.length) {
+    const loras = await ctx.components.backend.listLoras();
+    for (const a of input.adapters) {
+      if (!loras.some((l) => l.name === a.name || l.alias === a.name)) {
+        throw new SubmissionError(422, 'unknown_adapter', `adapter '${a.name}' not found; see /sdapi/v1/loras.`);
+      }
+      if (!Number.isFinite(a.weight) || Math.abs(a.weight) > 4) {
+        throw new SubmissionError(422, 'bad_adapter_weight', `adapter '${a.name}' weight ${a.weight} is outside -4..4.`);
+      }
+    }
+  }
+}
+
+export interface Submitted {
+  job: JobRow;
+  screening: ScreeningResult;
+  rate: RateDecision;
+}
+
+/**
+ * The one path every generation request takes, whatever interface it came through:
+ * role limits, names, uploads, rate limit, screening (with the caller's server-side role
+ * and cap), then the queue.
+ */
+export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw: SubmissionInput): Promise<Submitted> {
+  const role = ctx.roles.get(caller.role);
+  const tags = extractLoraTags(raw.prompt);
+  const input: SubmissionInput = { ...raw, prompt: tags.prompt, adapters: [...raw.adapters, ...tags.adapters] };
+  enforceRoleLimits(input, role);
+  await checkNames(ctx, input);
+
+  const initImages: Buffer[] = [];
+  if (input.mode === 'img2img') {
+    const sources = input.initImages.map((b64, i) => ({ field: `init_images[${i}]`, bytes: decodeBase64Image(b64, `init_images[${i}]`, ctx.uploadLimits) }));
+    if (input.initImageUrl !== null) {
+      if (!ctx.allowInitImageUrls) {
+        throw new SubmissionError(403, 'init_url_disabled', 'init images by URL are disabled on this server; send the image as base64.');
+      }
+      sources.push({ field: 'init_image_url', bytes: await fetchInitImage(input.initImageUrl, ctx.uploadLimits) });
+    }
+    if (sources.length === 0) throw new SubmissionError(422, 'missing_init_image', 'img2img needs init_images (base64) or init_image_url.');
+    if (sources.length > 4) throw new SubmissionError(422, 'too_many_init_images', 'at most 4 init images per request.');
+    for (const s of sources) initImages.push(await normaliseUpload(s.bytes, s.field, ctx.uploadLimits));
+  }
+  const mask = input.mask === null ? null : await normaliseUpload(decodeBase64Image(input.mask, 'mask', ctx.uploadLimits), 'mask', ctx.uploadLimits);
+
+  const rate = ctx.limiter.take(caller.id, generationCost(input), role.rate);
+  if (!rate.allowed) {
+    ctx.metrics.rateLimited.inc({ role: role.name });
+    const retry = Number.isFinite(rate.retryAfterS) ? rate.retryAfterS : 3600;
+    throw new SubmissionError(429, 'rate_limited', `rate limit reached for this key; retry in ${retry} s.`, { ...rate.headers, 'Retry-After': String(retry) });
+  }
+
+  const screening = await ctx.components.screener.screen({
+    prompt: input.prompt,
+    negativePrompt: input.negativePrompt,
+    adapters: input.adapters.map((a) => a.name),
+    requestedIntensity: input.requestedIntensity,
+    role: role.name,
+    roleCap: role.maxIntensity,
+  });
+  // Defence in depth: whatever the screener says, the role's cap bounds the intensity.
+  const effective = Math.max(0, Math.min(screening.effectiveIntensity, role.maxIntensity));
+  const verdict: ScreeningResult = { ...screening, effectiveIntensity: effective };
+  ctx.metrics.intensity.inc({ requested: String(screening.requestedIntensity), effective: String(effective), verdict: verdict.verdict });
+  void ctx.components.audit?.record({
+    kind: 'screening', caller: caller.id, role: role.name, prompt: input.prompt, negativePrompt: input.negativePrompt,
+    verdict: verdict.verdict, categories: verdict.categories, requestedIntensity: verdict.requestedIntensity,
+    effectiveIntensity: effective, reason: verdict.reason,
+  });
+  if (verdict.verdict === 'refuse') {
+    ctx.store.recordBlock({ caller: caller.id, role: role.name, stage: 'prompt', categories: verdict.categories, reason: verdict.reason });
+    for (const category of verdict.categories.length ? verdict.categories : ['unspecified']) {
+      ctx.metrics.blocks.inc({ stage: 'prompt', category, reason: 'refused' });
+    }
+    throw new SubmissionError(403, 'refused', verdict.reason, rate.headers);
+  }
+
+  const request: StoredRequest = {
+    mode: input.mode,
+    prompt: input.prompt,
+    negativePrompt: input.negativePrompt,
+    adapters: input.adapters,
+    sampler: input.sampler,
+    scheduler: input.scheduler,
+    steps: input.steps,
+    cfgScale: input.cfgScale,
+    seed: input.seed === -1 ? randomSeed() : input.seed,
+    subseed: input.subseed === -1 ? randomSeed() : input.subseed,
+    subseedStrength: input.subseedStrength,
+    width: input.width,
+    height: input.height,
+    batchSize: input.batchSize,
+    nIter: input.nIter,
+    clipSkip: input.clipSkip,
+    eta: input.eta,
+    denoisingStrength: input.mode === 'img2img' ? (input.denoisingStrength ?? 0.75) : input.denoisingStrength,
+    initImages: initImages.map((b) => b.toString('base64')),
+    mask: mask === null ? null : mask.toString('base64'),
+    // Stamped now, so a later model switch does not change what a queued job runs on.
+    model: input.model ?? (await ctx.components.backend.currentModel()),
+    intensity: effective,
+  };
+  const job = ctx.store.insertJob({ caller: caller.id, role: role.name, mode: input.mode, request, screening: verdict });
+  await ctx.jobs.submit(job);
+  return { job, screening: verdict, rate };
+}
+
+export function rethrowAsSubmission(err: unknown): never {
+  if (err instanceof SubmissionError) throw err;
+  if (err instanceof RedlineError) {
+    const status = /too_large|too_many_pixels/.test(err.code) ? 413 : err.code.startsWith('init_url_private') ? 403 : 422;
+    throw new SubmissionError(status, err.code, err.message);
+  }
+  throw err;
+}
