@@ -1,0 +1,83 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openCheckpoint } from '../../src/models/checkpoint/load.ts';
+import { UnetSession } from '../../src/models/sessions.ts';
+import { SafetensorsFile } from '../../src/tensor/safetensors.ts';
+import { Tensor } from '../../src/tensor/tensor.ts';
+import { goldenJson, goldenPath } from '../helpers/golden.ts';
+
+const ATOL = 1e-4; // golden README: components atol 1e-4
+
+interface Manifest {
+  files: Record<string, { tensors: Record<string, { shape: number[] }>; cases?: { batch: number; timesteps: number[] }[] }>;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+const entry = goldenJson<Manifest>('manifest.json').files['components/unet.safetensors']!;
+const caseNames = Object.keys(entry.tensors)
+  .filter((k) => /^case\d+\.out$/.test(k))
+  .map((k) => k.slice(0, -'.out'.length));
+const outputs = new Map<string, Map<string, Float32Array>>();
+
+describe.each(['diffusers', 'sd15_tiny_original.safetensors'])('UNet from %s matches diffusers UNet2DConditionModel', (source) => {
+  const golden = SafetensorsFile.open(goldenPath('components', 'unet.safetensors'));
+  let session: UnetSession;
+  const mine = new Map<string, Float32Array>();
+  outputs.set(source, mine);
+
+  beforeAll(async () => {
+    const ckpt = openCheckpoint(goldenPath('models', source), { configs: goldenPath('models', 'diffusers') });
+    session = await UnetSession.create(ckpt.configs.unet, ckpt.components.unet);
+  });
+  afterAll(() => session.release());
+
+  it('covers every golden case, batch 2 with two timesteps and a fractional timestep among them', () => {
+    expect(caseNames.length).toBe(entry.cases!.length);
+    expect(entry.cases!.some((c) => c.batch === 2 && new Set(c.timesteps).size === 2)).toBe(true);
+    expect(entry.cases!.some((c) => c.timesteps.some((t) => !Number.isInteger(t)))).toBe(true);
+  });
+
+  it.each(caseNames)(`%s within atol ${ATOL}`, async (name) => {
+    const timesteps = golden.getFloat32(`${name}.timestep`);
+    const out = await session.run(golden.get(`${name}.sample`), timesteps, golden.get(`${name}.encoder_hidden_states`));
+    expect(out.shape).toEqual(golden.info(`${name}.out`).shape);
+    const data = out.data as Float32Array;
+    expect(maxAbsDiff(data, golden.getFloat32(`${name}.out`))).toBeLessThan(ATOL);
+    mine.set(name, data);
+  });
+
+  it('one timestep is broadcast over the batch, and a preallocated output is filled', async () => {
+    const name = caseNames.find((n) => golden.info(`${n}.sample`).shape[0] === 2)!;
+    const t = golden.getFloat32(`${name}.timestep`);
+    const sample = golden.get(`${name}.sample`);
+    const states = golden.get(`${name}.encoder_hidden_states`);
+    const same = await session.run(sample, [t[0]!, t[0]!], states);
+    const out = Tensor.zeros('f32', sample.shape);
+    const broadcast = await session.run(sample, t[0]!, states, out);
+    expect(broadcast).toBe(out);
+    expect(maxAbsDiff(out.data as Float32Array, same.data as Float32Array)).toBe(0);
+  });
+
+  it('rejects mismatched inputs with a message naming them', async () => {
+    const name = caseNames[0]!;
+    const sample = golden.get(`${name}.sample`);
+    const states = golden.get(`${name}.encoder_hidden_states`);
+    await expect(session.run(sample, [1, 2, 3], states)).rejects.toThrow(/3 timesteps for a batch of/);
+    const wide = Tensor.zeros('f32', [states.shape[0]!, states.shape[1]!, states.shape[2]! + 1]);
+    await expect(session.run(sample, 1, wide)).rejects.toThrow(/width .* the UNet takes/);
+  });
+});
+
+describe('UNet from the diffusers folder and the single file', () => {
+  it('gives identical outputs', () => {
+    const a = outputs.get('diffusers')!;
+    const b = outputs.get('sd15_tiny_original.safetensors')!;
+    expect(a.size).toBe(caseNames.length);
+    for (const name of caseNames) expect(maxAbsDiff(a.get(name)!, b.get(name)!), name).toBe(0);
+  });
+});
