@@ -12,6 +12,7 @@ import {
   DataHashAssertion,
   DigitalSourceType,
   ManifestStore,
+  Signature,
   ValidationStatusCode,
   type ValidationStatusEntry,
 } from '@trustnxt/c2pa-ts/manifest';
@@ -30,9 +31,19 @@ export interface GenerationRecord {
   watermark?: { method: 'dwtDct'; bits: number; scale: number };
 }
 
+/** JUMBF content type of CBOR assertions (C2PA 2.1, 11.1). */
+const CBOR_ASSERTION_UUID = new Uint8Array(Buffer.from('63626f7200110010800000aa00389b71', 'hex'));
+/**
+ * Room kept for the signature in the manifest, in bytes. c2pa-ts reserves 25 kB by default
+ * so an RFC 3161 timestamp fits; Redline signs without a timestamp authority (offline), and
+ * an ES256 signature is 64 bytes.
+ */
+const SIGNATURE_PADDING = 1024;
+
 /** Redline's assertion: CBOR content under a reverse-domain label, as C2PA allows for custom assertions. */
 class RedlineAssertion extends Assertion {
   override label = REDLINE_ASSERTION_LABEL;
+  override uuid = CBOR_ASSERTION_UUID;
   record: GenerationRecord | undefined;
 
   readContentFromJUMBF(box: IBox): void {
@@ -68,6 +79,7 @@ export async function signPng(png: Uint8Array<ArrayBuffer>, record: GenerationRe
     defaultHashAlgorithm: 'SHA-256',
     signer: identity.signer,
   });
+  manifest.signature = Signature.create(identity.signer, SIGNATURE_PADDING);
   const actions = new ActionAssertion();
   actions.actions = [
     {

@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as x509 from '@peculiar/x509';
-import { CoseAlgorithmIdentifier, LocalSigner } from '@trustnxt/c2pa-ts/cose';
+import { CoseAlgorithmIdentifier, type Signer } from '@trustnxt/c2pa-ts/cose';
 import { RedlineError } from '../../errors.ts';
 
 type X509Crypto = Parameters<typeof x509.cryptoProvider.set>[0];
@@ -20,8 +20,26 @@ const ES256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const OID_EMAIL_PROTECTION = '1.3.6.1.5.5.7.3.4';
 const OID_DOCUMENT_SIGNING = '1.3.6.1.5.5.7.3.36';
 
+/**
+ * ES256 COSE signer. COSE (RFC 9053 2.1) wants the signature as r|s; c2pa-ts 0.9.4's
+ * LocalSigner re-encodes it as ASN.1 DER, which c2pa-rs rejects ("EC signature should be
+ * in P1363 r|s format"), so signing goes through WebCrypto here, which yields r|s.
+ */
+export class Es256Signer implements Signer {
+  readonly algorithm = CoseAlgorithmIdentifier.ES256;
+  constructor(
+    private readonly key: webcrypto.CryptoKey,
+    readonly certificate: x509.X509Certificate,
+    readonly chainCertificates: x509.X509Certificate[],
+  ) {}
+
+  async sign(payload: Uint8Array): Promise<Uint8Array> {
+    return new Uint8Array(await webcrypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, this.key, payload));
+  }
+}
+
 export interface SigningIdentity {
-  signer: LocalSigner;
+  signer: Es256Signer;
   /** The signing (leaf) certificate. */
   certificate: x509.X509Certificate;
   /** Further certificates sent in the manifest's x5chain (intermediates). */
@@ -59,7 +77,7 @@ function toPem(der: ArrayBuffer | Uint8Array, label: string): string {
   return `-----BEGIN ${label}-----\n${b64.replace(/(.{64})/g, '$1\n').replace(/\n$/, '')}\n-----END ${label}-----\n`;
 }
 
-async function checkKeyMatches(privateKey: Uint8Array, certificate: x509.X509Certificate, source: string): Promise<void> {
+async function importMatchingKey(privateKey: Uint8Array, certificate: x509.X509Certificate, source: string): Promise<webcrypto.CryptoKey> {
   let key: webcrypto.CryptoKey;
   try {
     key = await webcrypto.subtle.importKey('pkcs8', privateKey, { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
@@ -72,6 +90,7 @@ async function checkKeyMatches(privateKey: Uint8Array, certificate: x509.X509Cer
   if (!(await webcrypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, publicKey, signature, probe))) {
     throw new RedlineError('c2pa_key_mismatch', `The C2PA signing key does not belong to the certificate in ${source}.`, 'Configure the key that was certified in that certificate.');
   }
+  return key;
 }
 
 async function loadFromFiles(certPath: string, keyPath: string, origin: SigningIdentity['origin'], trustAnchorPath?: string): Promise<SigningIdentity> {
@@ -89,12 +108,12 @@ async function loadFromFiles(certPath: string, keyPath: string, origin: SigningI
   if (leaf.notAfter < now || leaf.notBefore > now) {
     throw new RedlineError('c2pa_certificate_expired', `The C2PA signing certificate in ${certPath} is valid only from ${leaf.notBefore.toISOString()} to ${leaf.notAfter.toISOString()}.`, 'Renew the certificate (for the local identity: delete the c2pa folder in the data directory).');
   }
-  await checkKeyMatches(keys[0]!, leaf, certPath);
+  const key = await importMatchingKey(keys[0]!, leaf, certPath);
   const trustAnchors = trustAnchorPath && existsSync(trustAnchorPath)
     ? pemBlocks(readFileSync(trustAnchorPath, 'utf8'), 'CERTIFICATE').map((der) => new x509.X509Certificate(der))
     : [];
   return {
-    signer: new LocalSigner(keys[0]!, CoseAlgorithmIdentifier.ES256, leaf, chain),
+    signer: new Es256Signer(key, leaf, chain),
     certificate: leaf,
     chain,
     trustAnchors,
