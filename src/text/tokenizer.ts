@@ -216,7 +216,9 @@ export function loadTokenizer(dir: string): ClipTokenizer {
       'Replace it with the vocab.json of an SD 1.5 tokenizer.');
   }
   const vocab = new Map<string, number>();
-  for (const [tok, id] of Object.entries(raw as Record<string, unknown>)) {
+  const entries = raw as Record<string, unknown>;
+  for (const tok in entries) {
+    const id = entries[tok];
     if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
       throw new RedlineError('tokenizer_invalid', `${join(dir, 'vocab.json')} maps ${JSON.stringify(tok)} to ${JSON.stringify(id)}, not a token id.`,
         'Replace it with the vocab.json of an SD 1.5 tokenizer.');
@@ -261,11 +263,15 @@ export function resolveTokenizerDir(where: TokenizerLocation): string {
   const candidates: string[] = [];
   if (where.modelPath !== undefined) {
     const model = resolve(where.modelPath);
-    if (existsSync(model) && statSync(model).isDirectory()) {
+    if (!existsSync(model)) {
+      tried.push(`${model} (no such file or folder)`);
+    } else if (statSync(model).isDirectory()) {
       candidates.push(join(model, 'tokenizer'));
     } else if (existsSync(join(dirname(dirname(model)), 'model_index.json'))) {
       // A weights file inside a diffusers folder, e.g. unet/diffusion_pytorch_model.safetensors.
       candidates.push(join(dirname(dirname(model)), 'tokenizer'));
+    } else {
+      tried.push(`${model} (a single-file checkpoint: it carries no tokenizer)`);
     }
   }
   if (where.cacheDir !== undefined) candidates.push(resolve(where.cacheDir));
@@ -278,8 +284,8 @@ export function resolveTokenizerDir(where: TokenizerLocation): string {
     if (missing.length === 0) return dir;
     tried.push(`${dir} (lacks ${missing.join(' and ')})`);
   }
-  const looked = tried.length > 0 ? ` Looked in: ${tried.join('; ')}.` : ' No model folder or tokenizer cache was given.';
+  if (where.cacheDir === undefined) tried.push('the tokenizer cache (none is configured)');
   throw new RedlineError('tokenizer_missing',
-    `No CLIP tokenizer (vocab.json + merges.txt) found for ${where.modelPath ?? 'the model'}: a single-file checkpoint carries none.${looked}`,
+    `No CLIP tokenizer (vocab.json + merges.txt) found. Looked at: ${tried.join('; ')}.`,
     'Pass --tokenizer DIR with a folder holding vocab.json and merges.txt (e.g. the tokenizer/ folder of an SD 1.5 diffusers model), or copy those two files into the configured tokenizer cache folder.');
 }

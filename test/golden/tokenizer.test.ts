@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { goldenJson, goldenPath } from '../helpers/golden.ts';
+import { promptChunks } from '../../src/text/conditioning.ts';
 import { BOS_ID, CONTEXT_LENGTH, EOS_ID, PAD_ID, loadTokenizer, resolveTokenizerDir } from '../../src/text/tokenizer.ts';
 
 interface TokenizerCase {
@@ -51,6 +52,40 @@ describe('CLIP tokenizer against transformers CLIPTokenizer', () => {
     const fromModel = loadTokenizer(dir);
     for (const c of golden.cases.slice(0, 20)) {
       expect(fromModel.encodePadded(c.text)).toEqual(c.input_ids);
+    }
+  });
+});
+
+describe('A1111 chunking of the long golden prompts', () => {
+  // Prompts without attention syntax: A1111 tokenizes them whole, so the chunks must hold
+  // exactly the golden ids, split at 75 or right after a comma near the chunk end.
+  const plain = golden.cases.filter((c) => c.ids_untruncated.length > CONTEXT_LENGTH && !/[()[\]\\:]|BREAK/.test(c.text));
+  const comma = tokenizer.tokenId(',</w>');
+
+  it('has long plain prompts to check', () => {
+    expect(plain.length).toBeGreaterThan(0);
+  });
+
+  it('keeps every token in order, in chunks of at most 75, short chunks ending in a comma', () => {
+    for (const c of plain) {
+      const chunks = promptChunks(tokenizer, c.text);
+      const contents: number[][] = [];
+      for (let i = 0; i < chunks.chunks; i++) {
+        const row = Array.from(chunks.ids.subarray(i * 77, (i + 1) * 77));
+        expect(row[0]).toBe(BOS_ID);
+        const body = row.slice(1);
+        const end = body.indexOf(EOS_ID);
+        contents.push(body.slice(0, end));
+        expect(body.slice(end).every((id) => id === EOS_ID)).toBe(true);
+      }
+      expect(contents.flat()).toEqual(c.ids_untruncated.slice(1, -1));
+      contents.forEach((content, i) => {
+        expect(content.length).toBeLessThanOrEqual(75);
+        if (i < contents.length - 1 && content.length < 75) {
+          expect(content[content.length - 1]).toBe(comma);
+          expect(75 - (content.length - 1)).toBeLessThanOrEqual(20);
+        }
+      });
     }
   });
 });
