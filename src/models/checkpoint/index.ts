@@ -4,3 +4,4 @@ export * from './detect.ts';
 export * from './weight-source.ts';
 export * from './load.ts';
 export * from './hash.ts';
+export * from './write.ts';
