@@ -1,0 +1,56 @@
+import { BaseSampler, type NoiseSource, resolveRun, type SamplerOptions } from '../sampler.ts';
+import { discreteSigmaGrid, type SchedulerConfig } from '../schedule.ts';
+import { addNoiseSigma, scaleBySigma } from './euler.ts';
+
+/**
+ * diffusers EulerAncestralDiscreteScheduler (A1111 "Euler a"): an Euler step down to
+ * sigma_down, then fresh noise of std sigma_up. Noise is drawn only when sigma_up > 0
+ * (k-diffusion/A1111 skip the last step's draw, diffusers draws and multiplies by 0), so
+ * the per-image noise stream advances exactly as in A1111.
+ */
+export class EulerAncestralSampler extends BaseSampler {
+  readonly name = 'Euler a';
+  static readonly defaults: Partial<SchedulerConfig> = { timestep_spacing: 'linspace' };
+  declare sigmas: Float32Array;
+  private noiseBuf: Float32Array | null = null;
+
+  constructor(options: SamplerOptions) {
+    const run = resolveRun(EulerAncestralSampler.defaults, options, 'Euler a');
+    const grid = discreteSigmaGrid(run.config, run.schedule, run.steps);
+    super(run, grid.timesteps);
+    this.sigmas = grid.sigmas;
+    this.initNoiseSigma = grid.initNoiseSigma;
+    this.stochastic = true;
+  }
+
+  override scaleModelInput(x: Float32Array, i: number, out?: Float32Array): Float32Array {
+    return scaleBySigma(x, this.sigmas[this.beginIndex + i]!, this.scaledBuffer(x.length, out));
+  }
+
+  step(eps: Float32Array, i: number, x: Float32Array, noise?: NoiseSource): Float32Array {
+    const idx = this.enter(i, eps, x);
+    const from = this.sigmas[idx]!;
+    const to = this.sigmas[idx + 1]!;
+    const up = Math.sqrt((to * to * (from * from - to * to)) / (from * from));
+    const down = Math.sqrt(to * to - up * up);
+    const dt = down - from;
+    let z: Float32Array | null = null;
+    if (up > 0) {
+      z = this.noiseBuf = this.buffer(x.length, this.noiseBuf);
+      this.requireNoise(noise).fill(z);
+    }
+    const x0 = this.x0Buffer(x.length);
+    for (let k = 0; k < x.length; k++) {
+      const p = Math.fround(x[k]! - from * eps[k]!);
+      x0[k] = p;
+      let next = x[k]! + ((x[k]! - p) / from) * dt;
+      if (z) next += z[k]! * up;
+      x[k] = next;
+    }
+    return x;
+  }
+
+  addNoise(original: Float32Array, noise: Float32Array, out?: Float32Array): Float32Array {
+    return addNoiseSigma(this.sigmas[this.beginIndex]!, original, noise, out);
+  }
+}

@@ -1,0 +1,51 @@
+import { BaseSampler, resolveRun, type SamplerOptions } from '../sampler.ts';
+import { discreteSigmaGrid, inputScaleDivisor, type SchedulerConfig } from '../schedule.ts';
+
+/** diffusers EulerDiscreteScheduler (Karras et al. 2022 Algorithm 2, no churn). */
+export class EulerSampler extends BaseSampler {
+  readonly name = 'Euler';
+  static readonly defaults: Partial<SchedulerConfig> = { timestep_spacing: 'linspace' };
+  declare sigmas: Float32Array;
+
+  constructor(options: SamplerOptions) {
+    const run = resolveRun(EulerSampler.defaults, options, 'Euler');
+    const grid = discreteSigmaGrid(run.config, run.schedule, run.steps);
+    super(run, grid.timesteps);
+    this.sigmas = grid.sigmas;
+    this.initNoiseSigma = grid.initNoiseSigma;
+  }
+
+  override scaleModelInput(x: Float32Array, i: number, out?: Float32Array): Float32Array {
+    return scaleBySigma(x, this.sigmas[this.beginIndex + i]!, this.scaledBuffer(x.length, out));
+  }
+
+  step(eps: Float32Array, i: number, x: Float32Array): Float32Array {
+    const idx = this.enter(i, eps, x);
+    const sigma = this.sigmas[idx]!;
+    const dt = this.sigmas[idx + 1]! - sigma;
+    const x0 = this.x0Buffer(x.length);
+    for (let k = 0; k < x.length; k++) {
+      const p = Math.fround(x[k]! - sigma * eps[k]!);
+      x0[k] = p;
+      x[k] = x[k]! + ((x[k]! - p) / sigma) * dt;
+    }
+    return x;
+  }
+
+  addNoise(original: Float32Array, noise: Float32Array, out?: Float32Array): Float32Array {
+    return addNoiseSigma(this.sigmas[this.beginIndex]!, original, noise, out);
+  }
+}
+
+export function scaleBySigma(x: Float32Array, sigma: number, out: Float32Array): Float32Array {
+  const d = inputScaleDivisor(sigma);
+  for (let k = 0; k < x.length; k++) out[k] = x[k]! / d;
+  return out;
+}
+
+/** x + sigma * noise: the variance-exploding forward process of sigma-based samplers. */
+export function addNoiseSigma(sigma: number, original: Float32Array, noise: Float32Array, out?: Float32Array): Float32Array {
+  const dst = out ?? new Float32Array(original.length);
+  for (let k = 0; k < original.length; k++) dst[k] = original[k]! + noise[k]! * sigma;
+  return dst;
+}
