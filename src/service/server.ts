@@ -39,6 +39,8 @@ export interface ServerOptions {
 
 export interface RedlineServer {
   app: FastifyInstance;
+  /** Every route registered, for tests and docs. */
+  routes: { method: string; url: string; public: boolean }[];
   ctx: ServiceContext & { hub: ProgressHub; queue: JobQueue };
   close(): Promise<void>;
 }
@@ -49,7 +51,7 @@ export async function buildServer(opts: ServerOptions): Promise<RedlineServer> {
     logger: opts.logger ?? { level: 'info', redact: ['req.headers.authorization', 'req.headers.cookie'] },
     // Up to 4 base64 init images plus a mask, and JSON around them.
     bodyLimit: Math.ceil(uploadLimits.maxBytes * 4 / 3) * 5 + 1024 * 1024,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allowUnionTypes: true } },
     trustProxy: false,
   });
 
@@ -66,6 +68,12 @@ export async function buildServer(opts: ServerOptions): Promise<RedlineServer> {
     limiter: new RateLimiter(), uploadLimits, allowInitImageUrls: opts.allowInitImageUrls ?? false,
   };
 
+  const routes: RedlineServer['routes'] = [];
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) {
+      if (method !== 'HEAD') routes.push({ method, url: r.url, public: Boolean((r.config as { public?: boolean } | undefined)?.public) });
+    }
+  });
   await app.register(fastifyCookie);
   await app.register(fastifySwagger, {
     openapi: {
@@ -142,6 +150,7 @@ export async function buildServer(opts: ServerOptions): Promise<RedlineServer> {
 
   return {
     app,
+    routes,
     ctx,
     async close() {
       await app.close();
