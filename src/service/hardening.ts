@@ -46,7 +46,8 @@ export async function normaliseUpload(bytes: Buffer, field: string, limits: Uplo
   if (bytes.length > limits.maxBytes) throw new RedlineError('upload_too_large', `${field}: image is larger than ${limits.maxBytes} bytes.`);
   let meta: Awaited<ReturnType<ReturnType<typeof sharp>['metadata']>>;
   try {
-    meta = await sharp(bytes, { limitInputPixels: limits.maxPixels }).metadata();
+    // Header only: no pixel is decoded here, so the size can be judged before decoding.
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch {
     throw new RedlineError('bad_image', `${field}: not a readable image.`, `Accepted formats: ${limits.formats.join(', ')}.`);
   }
