@@ -17,8 +17,14 @@ export function goldenPath(...parts: string[]): string {
   return p;
 }
 
+/** Reads a golden JSON file. Python's json writes Infinity/-Infinity/NaN, which are not
+ * JSON: outside strings they become 1e999 (parses to Infinity) and null. */
 export function goldenJson<T = unknown>(...parts: string[]): T {
-  return JSON.parse(readFileSync(goldenPath(...parts), 'utf8')) as T;
+  const text = readFileSync(goldenPath(...parts), 'utf8');
+  const fixed = text.replace(/"(?:[^"\\]|\\.)*"|-?Infinity|NaN/g, (m) =>
+    m.startsWith('"') ? m : m === 'NaN' ? 'null' : m.replace('Infinity', '1e999'),
+  );
+  return JSON.parse(fixed) as T;
 }
 
 /** The red-team prompt sets beside the golden set. */

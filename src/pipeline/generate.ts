@@ -1,0 +1,289 @@
+// txt2img and img2img: prompt -> text encoder -> sampler loop with classifier-free
+// guidance -> VAE decode, the way diffusers' StableDiffusion(Img2Img)Pipeline computes it,
+// with A1111's seeds (image i of a batch uses seed + i, its own noise stream) and prompt
+// syntax. A guidance hook lets the safety layer steer each step (Safe Latent Diffusion).
+import { RedlineError } from '../errors.ts';
+import { create as createSampler, ImageRng, resolveSamplerName, type RngSource, type Sampler, type SamplerName } from '../sampling/index.ts';
+import { Tensor } from '../tensor/tensor.ts';
+import type { EncodedPrompt } from '../text/conditioning.ts';
+import { extractExtraNetworks, type LoraTag } from '../text/prompt-parser.ts';
+import { type RgbImage, rgbToVaeInput, unitToRgb, vaeOutputToUnit } from './image.ts';
+import type { StableDiffusionModel } from './model.ts';
+
+export interface GenerationRequest {
+  prompt: string;
+  negativePrompt?: string;
+  /** A1111 sampler name (or a diffusers-style alias). Default 'Euler a' as A1111. */
+  sampler?: string;
+  steps?: number;
+  cfgScale?: number;
+  /** -1 or undefined: a random seed. */
+  seed?: number;
+  /** A1111's seed mode: 'gpu' (torch CUDA generator, A1111's default) or 'cpu'. */
+  rng?: RngSource;
+  width?: number;
+  height?: number;
+  /** Images per batch (run together through the UNet). */
+  batchSize?: number;
+  /** Batches run one after another; batch b starts at seed + b * batchSize. */
+  batchCount?: number;
+  clipSkip?: number;
+  /** DDIM eta (0 = deterministic). */
+  eta?: number;
+  /** img2img: the init image, resized to width x height by the caller. */
+  initImage?: RgbImage;
+  /** img2img denoising strength in (0, 1]. */
+  strength?: number;
+}
+
+export interface ResolvedRequest {
+  prompt: string;
+  negativePrompt: string;
+  sampler: SamplerName;
+  steps: number;
+  cfgScale: number;
+  seed: number;
+  rng: RngSource;
+  width: number;
+  height: number;
+  batchSize: number;
+  batchCount: number;
+  clipSkip: number;
+  eta: number;
+  strength: number | undefined;
+  /** `<lora:...>` tags found in the prompts (removed from the text). */
+  loraTags: LoraTag[];
+  initImage?: RgbImage;
+}
+
+export interface StepEvent {
+  batch: number;
+  step: number;
+  steps: number;
+  /** The current x0 estimate (latent), for previews. */
+  predOriginal: Float32Array | null;
+}
+
+/** Per-step guidance hook: receives uncond and cond noise predictions for the batch
+ * and may replace the combined prediction (Safe Latent Diffusion lives in safety/). */
+export interface GuidanceHook {
+  combine(args: { uncond: Float32Array; cond: Float32Array; cfgScale: number; step: number; out: Float32Array }): Promise<void> | void;
+}
+
+export interface GenerationHooks {
+  onStep?: (e: StepEvent) => void;
+  signal?: AbortSignal;
+  guidance?: GuidanceHook;
+}
+
+export interface GeneratedImage {
+  image: RgbImage;
+  /** The decoded image in [0, 1], NCHW (float, before 8-bit rounding). */
+  unit: Float32Array;
+  /** Final latents of this image (before 1/scaling). */
+  latents: Float32Array;
+  seed: number;
+  /** Index within the whole request (batch * batchSize + i). */
+  index: number;
+}
+
+export const MAX_SIDE = 2048;
+
+function int(v: number | undefined, fallback: number, name: string, min: number, max: number): number {
+  const x = v ?? fallback;
+  if (!Number.isInteger(x) || x < min || x > max) {
+    throw new RedlineError('bad_option', `${name} must be a whole number from ${min} to ${max}, got ${String(v)}.`);
+  }
+  return x;
+}
+
+export function resolveRequest(req: GenerationRequest): ResolvedRequest {
+  if (typeof req.prompt !== 'string') throw new RedlineError('bad_option', 'A prompt is required.');
+  const pos = extractExtraNetworks(req.prompt);
+  const neg = extractExtraNetworks(req.negativePrompt ?? '');
+  const width = int(req.width, 512, 'width', 64, MAX_SIDE);
+  const height = int(req.height, 512, 'height', 64, MAX_SIDE);
+  for (const [n, v] of [['width', width], ['height', height]] as const) {
+    if (v % 8 !== 0) throw new RedlineError('bad_option', `${n} ${v} is not a multiple of 8.`, `Use ${Math.round(v / 8) * 8}.`);
+  }
+  const cfgScale = req.cfgScale ?? 7;
+  if (!Number.isFinite(cfgScale) || cfgScale < 0 || cfgScale > 30) throw new RedlineError('bad_option', `CFG scale must be from 0 to 30, got ${cfgScale}.`);
+  let seed = req.seed ?? -1;
+  if (seed === -1) seed = Math.floor(Math.random() * 4294967295);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new RedlineError('bad_seed', `Seed must be -1 (random) or a whole number >= 0, got ${req.seed}.`);
+  const strength = req.initImage ? (req.strength ?? 0.75) : undefined;
+  if (strength !== undefined && !(strength > 0 && strength <= 1)) {
+    throw new RedlineError('bad_option', `Denoising strength must be in (0, 1], got ${strength}.`);
+  }
+  const eta = req.eta ?? 0;
+  if (!Number.isFinite(eta) || eta < 0 || eta > 1) throw new RedlineError('bad_option', `eta must be from 0 to 1, got ${eta}.`);
+  return {
+    prompt: pos.prompt,
+    negativePrompt: neg.prompt,
+    sampler: resolveSamplerName(req.sampler ?? 'Euler a'),
+    steps: int(req.steps, 20, 'steps', 1, 150),
+    cfgScale,
+    seed,
+    rng: req.rng ?? 'gpu',
+    width,
+    height,
+    batchSize: int(req.batchSize, 1, 'batch size', 1, 16),
+    batchCount: int(req.batchCount, 1, 'batch count', 1, 100),
+    clipSkip: int(req.clipSkip, 1, 'clip skip', 1, 12),
+    eta,
+    strength,
+    loraTags: [...pos.loras, ...neg.loras],
+    ...(req.initImage ? { initImage: req.initImage } : {}),
+  };
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new RedlineError('cancelled', 'The generation was cancelled.');
+}
+
+/** Repeats one encoded prompt `n` times along the batch axis. */
+function repeatBatch(e: EncodedPrompt, n: number): Float32Array {
+  const out = new Float32Array(e.states.length * n);
+  for (let i = 0; i < n; i++) out.set(e.states, i * e.states.length);
+  return out;
+}
+
+export class Generator {
+  constructor(readonly model: StableDiffusionModel) {}
+
+  /** Runs a whole request: batchCount batches of batchSize images. */
+  async generate(req: GenerationRequest | ResolvedRequest, hooks: GenerationHooks = {}): Promise<GeneratedImage[]> {
+    const r = 'loraTags' in req ? req : resolveRequest(req);
+    const { model } = this;
+    const cond = await model.prompts.encode(r.prompt, r.clipSkip);
+    const uncond = await model.prompts.encode(r.negativePrompt, r.clipSkip);
+    let initLatentsMean: Float32Array | null = null;
+    let initLatentsLogvar: Float32Array | null = null;
+    if (r.strength !== undefined) {
+      [initLatentsMean, initLatentsLogvar] = await this.encodeInit(r);
+    }
+    const images: GeneratedImage[] = [];
+    for (let b = 0; b < r.batchCount; b++) {
+      throwIfAborted(hooks.signal);
+      const seeds = Array.from({ length: r.batchSize }, (_, i) => r.seed + b * r.batchSize + i);
+      const latents = await this.sample(r, b, seeds, cond, uncond, initLatentsMean, initLatentsLogvar, hooks);
+      const decoded = await this.decode(latents, r);
+      const plane = 4 * (r.height / 8) * (r.width / 8);
+      seeds.forEach((seed, i) => {
+        const unit = vaeOutputToUnit(decoded, i, r.height, r.width);
+        images.push({
+          image: unitToRgb(unit, r.height, r.width),
+          unit,
+          latents: latents.slice(i * plane, (i + 1) * plane),
+          seed,
+          index: b * r.batchSize + i,
+        });
+      });
+    }
+    return images;
+  }
+
+  /** img2img: the init image's latent posterior (mean, logvar), one image. */
+  private async encodeInit(r: ResolvedRequest): Promise<[Float32Array, Float32Array]> {
+    const img = r.initImage;
+    if (!img) throw new RedlineError('bad_option', 'img2img needs an init image.');
+    if (img.width !== r.width || img.height !== r.height) {
+      throw new RedlineError('bad_option', `The init image is ${img.width}x${img.height}; resize it to ${r.width}x${r.height} first.`);
+    }
+    const encoder = await this.model.vaeEncoder();
+    const out = await encoder.run({ image: new Tensor('f32', [1, 3, r.height, r.width], rgbToVaeInput(img)) }, ['mean', 'logvar']);
+    return [out.mean!.toFloat32(), out.logvar!.toFloat32()];
+  }
+
+  /** The sampler loop for one batch; returns the final latents [B, 4, h, w]. */
+  private async sample(
+    r: ResolvedRequest,
+    batch: number,
+    seeds: number[],
+    cond: EncodedPrompt,
+    uncond: EncodedPrompt,
+    initMean: Float32Array | null,
+    initLogvar: Float32Array | null,
+    hooks: GenerationHooks,
+  ): Promise<Float32Array> {
+    const B = seeds.length;
+    const h = r.height / 8;
+    const w = r.width / 8;
+    const perImage = 4 * h * w;
+    const sampler: Sampler = createSampler(r.sampler, {
+      steps: r.steps,
+      ...(r.strength !== undefined ? { strength: r.strength } : {}),
+      ...(r.sampler === 'DDIM' ? { eta: r.eta } : {}),
+    });
+    const rng = new ImageRng({ seeds, shape: [4, h, w], source: r.rng });
+    let latents: Float32Array;
+    if (initMean && initLogvar) {
+      // diffusers img2img: posterior sample (first draw), then add_noise (second draw)
+      const eps = rng.next();
+      const clean = new Float32Array(B * perImage);
+      const sf = this.model.vaeScalingFactor;
+      for (let i = 0; i < B; i++) {
+        for (let k = 0; k < perImage; k++) {
+          const std = Math.exp(0.5 * initLogvar[k]!);
+          clean[i * perImage + k] = sf * (initMean[k]! + std * eps[i * perImage + k]!);
+        }
+      }
+      latents = sampler.addNoise(clean, rng.next());
+    } else {
+      latents = rng.next();
+      const s = sampler.initNoiseSigma;
+      if (s !== 1) for (let k = 0; k < latents.length; k++) latents[k] = Math.fround(latents[k]! * s);
+    }
+    const sameLength = cond.tokens === uncond.tokens;
+    const width = this.model.prompts.width;
+    const combinedContext = sameLength ? new Float32Array([...repeatBatch(uncond, B), ...repeatBatch(cond, B)]) : null;
+    const eps = new Float32Array(B * perImage);
+    const steps = sampler.timesteps.length;
+    for (let i = 0; i < steps; i++) {
+      throwIfAborted(hooks.signal);
+      const t = sampler.timesteps[i]!;
+      const x = sampler.scaleModelInput(latents, i);
+      let u: Float32Array;
+      let c: Float32Array;
+      if (combinedContext) {
+        const both = new Float32Array(2 * B * perImage);
+        both.set(x, 0);
+        both.set(x, B * perImage);
+        const out = await this.unet(both, 2 * B, h, w, t, combinedContext, cond.tokens, width);
+        u = out.subarray(0, B * perImage);
+        c = out.subarray(B * perImage);
+      } else {
+        u = await this.unet(x, B, h, w, t, repeatBatch(uncond, B), uncond.tokens, width);
+        c = await this.unet(x, B, h, w, t, repeatBatch(cond, B), cond.tokens, width);
+      }
+      if (hooks.guidance) {
+        await hooks.guidance.combine({ uncond: u, cond: c, cfgScale: r.cfgScale, step: i, out: eps });
+      } else {
+        const g = r.cfgScale;
+        for (let k = 0; k < eps.length; k++) eps[k] = u[k]! + g * (c[k]! - u[k]!);
+      }
+      sampler.step(eps, i, latents, rng);
+      hooks.onStep?.({ batch, step: i + 1, steps, predOriginal: sampler.predOriginalSample });
+    }
+    return latents;
+  }
+
+  private async unet(x: Float32Array, n: number, h: number, w: number, t: number, context: Float32Array, tokens: number, width: number): Promise<Float32Array> {
+    const out = await this.model.unet.run({
+      sample: new Tensor('f32', [n, 4, h, w], x),
+      timestep: new Tensor('f32', [n], new Float32Array(n).fill(t)),
+      encoder_hidden_states: new Tensor('f32', [n, tokens, width], context),
+    }, ['out_sample']);
+    return out.out_sample!.toFloat32();
+  }
+
+  private async decode(latents: Float32Array, r: ResolvedRequest): Promise<Float32Array> {
+    const sf = this.model.vaeScalingFactor;
+    const z = new Float32Array(latents.length);
+    for (let k = 0; k < z.length; k++) z[k] = latents[k]! / sf;
+    const n = latents.length / (4 * (r.height / 8) * (r.width / 8));
+    const out = await this.model.vaeDecoder.run({ latent: new Tensor('f32', [n, 4, r.height / 8, r.width / 8], z) }, ['image']);
+    return out.image!.toFloat32();
+  }
+}
+
