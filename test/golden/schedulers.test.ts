@@ -112,3 +112,74 @@ describe.each(Object.entries(trajectories.trajectories))('trajectory %s', (key, 
     if (noise) expect(noise.draws).toBeLessThanOrEqual(entry.n_noise_draws);
   });
 });
+
+interface PipelineEntry {
+  scheduler: string;
+  scheduler_kwargs?: Record<string, unknown>;
+  scheduler_config: Record<string, unknown>;
+  call: { num_inference_steps: number; guidance_scale: number; strength?: number; eta?: number };
+  timesteps: number[];
+}
+
+/**
+ * The golden pipelines' sampler loops replayed with their recorded UNet outputs: CFG
+ * combination, img2img truncation and add_noise, and every latent after every step,
+ * through the same calls the pipeline makes (no UNet needed).
+ */
+/** Entries that name their scheduler class (the LoRA variant reuses DDIM's loop and says only 'pipeline'). */
+const pipelineEntries = Object.entries(pythonJson<Record<string, PipelineEntry>>('pipelines', 'pipelines.json')).filter(
+  ([, e]) => typeof e.scheduler === 'string',
+);
+
+describe('golden pipelines', () => {
+  it('name their schedulers for at least the five documented runs', () => expect(pipelineEntries.length).toBeGreaterThanOrEqual(5));
+});
+
+describe.each(pipelineEntries)('pipeline sampler loop %s', (key, entry) => {
+  it('reproduces latents after every step from the recorded UNet outputs', () => {
+    const file = SafetensorsFile.open(goldenPath('pipelines', `${key}.safetensors`));
+    const unetOut = file.getFloat32('unet_out');
+    const latentsSteps = file.getFloat32('latents_steps');
+    const refTimesteps = file.getFloat32('timesteps');
+    const karras = entry.scheduler_kwargs?.use_karras_sigmas === true;
+    const name = resolveSamplerName(entry.scheduler) + (karras ? ' Karras' : '');
+    const sampler = create(name, {
+      steps: entry.call.num_inference_steps,
+      strength: entry.call.strength,
+      eta: entry.call.eta,
+      config: entry.scheduler_config as Record<string, never>,
+    });
+    expect(f32(sampler.timesteps)).toEqual(Array.from(refTimesteps));
+    expect(f32(sampler.timesteps)).toEqual(f32(entry.timesteps));
+
+    let x: Float32Array;
+    if (entry.call.strength !== undefined) {
+      const image = file.getFloat32('image_latents');
+      const noise = file.getFloat32('noise');
+      expect(Array.from(file.getFloat32('add_noise_timestep'))).toEqual([Math.fround(sampler.timesteps[0]!)]);
+      x = sampler.addNoise(image, noise);
+      expect(maxAbsDiff(x, file.getFloat32('noised_latents'))).toBeLessThan(1e-5);
+    } else {
+      const init = SafetensorsFile.open(goldenPath('pipelines', 'txt2img_init_latents.safetensors'));
+      x = init.getFloat32('latents').map((v) => v * sampler.initNoiseSigma);
+      init.close();
+    }
+    file.close();
+
+    const n = x.length;
+    const g = entry.call.guidance_scale;
+    const eps = new Float32Array(n);
+    for (let i = 0; i < sampler.timesteps.length; i++) {
+      sampler.scaleModelInput(x, i);
+      const u = unetOut.subarray(2 * i * n, (2 * i + 1) * n);
+      const c = unetOut.subarray((2 * i + 1) * n, (2 * i + 2) * n);
+      for (let k = 0; k < n; k++) eps[k] = u[k]! + g * (c[k]! - u[k]!);
+      sampler.step(eps, i, x);
+      const ref = latentsSteps.subarray(i * n, (i + 1) * n);
+      let scale = 1;
+      for (const v of ref) scale = Math.max(scale, Math.abs(v));
+      // Latents grow to ~40 with this random UNet: a few float32 roundings relative to that.
+      expect(maxAbsDiff(x, ref), `${key} step ${i}`).toBeLessThan(2e-6 * scale);
+    }
+  });
+});
