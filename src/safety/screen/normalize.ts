@@ -118,27 +118,59 @@ export function foldText(original: string): FoldedText {
   return { text, origStart: Int32Array.from(starts), origEnd: Int32Array.from(ends) };
 }
 
-// Leetspeak digits and symbols as the letters they stand for. '1' and '|' become 'i';
-// `squeeze` folds 'l' onto 'i' so "b1ood" and "k1ll" both match.
+// Leetspeak digits and symbols as the letters they stand for. '1' and '|' can be 'i' or 'l'
+// ("k1ll", "b1ood"): tokens holding them get every reading (see `leetReadings`).
 const LEET: Record<string, string> = {
-  '0': 'o', '1': 'i', '2': 'z', '3': 'e', '4': 'a', '5': 's', '6': 'g', '7': 't', '8': 'b', '9': 'g',
-  '@': 'a', '$': 's', '!': 'i', '|': 'i', '+': 't', '€': 'e', '£': 'l', '¡': 'i',
+  '0': 'o', '2': 'z', '3': 'e', '4': 'a', '5': 's', '6': 'g', '7': 't', '8': 'b', '9': 'g',
+  '@': 'a', '$': 's', '!': 'i', '+': 't', '€': 'e', '£': 'l', '¡': 'i',
 };
+const AMBIGUOUS_LEET = new Set(['1', '|']);
 
 /** Characters that can be part of a token: letters, digits and leet symbols. */
 const TOKEN_CHAR = /[\p{L}\p{N}@$!|+€£¡]/u;
 const LETTER = /\p{L}/u;
 
 export function isLeetChar(ch: string): boolean {
-  return ch in LEET;
+  return ch in LEET || AMBIGUOUS_LEET.has(ch);
+}
+
+/**
+ * Every leetspeak reading of a token: deterministic characters mapped, and each '1' or '|'
+ * read as 'i' or 'l' (all combinations up to three of them, else all-i and all-l).
+ * The first reading reads them all as 'i'.
+ */
+export function leetReadings(token: string): string[] {
+  let base = '';
+  const amb: number[] = [];
+  for (const ch of token) {
+    if (AMBIGUOUS_LEET.has(ch)) {
+      amb.push(base.length);
+      base += 'i';
+    } else {
+      base += LEET[ch] ?? ch;
+    }
+  }
+  if (amb.length === 0) return [base];
+  if (amb.length > 3) return [base, base.replace(/i/g, (m, at: number) => (amb.includes(at) ? 'l' : m))];
+  const out: string[] = [];
+  for (let mask = 0; mask < 1 << amb.length; mask++) {
+    const chars = [...base];
+    amb.forEach((at, k) => {
+      if (mask & (1 << k)) chars[at] = 'l';
+    });
+    out.push(chars.join(''));
+  }
+  return out;
+}
+
+/** Reads every leet character as a letter ('1' and '|' as 'i'). */
+export function leetAll(token: string): string {
+  return leetReadings(token)[0]!;
 }
 
 /** Replaces leet characters in a token that also contains letters; other tokens unchanged. */
 export function deLeet(token: string): string {
-  if (!LETTER.test(token)) return token;
-  let out = '';
-  for (const ch of token) out += LEET[ch] ?? ch;
-  return out;
+  return LETTER.test(token) ? leetAll(token) : token;
 }
 
 export interface Token {
@@ -153,15 +185,20 @@ export interface Token {
   end: number;
   /** Numeric value when the token is a number ("13"; also the digits of "13yo"). */
   num?: number;
-  /** For a token like "13yo" or "1girl": the letters after the leading number. */
-  suffix?: Token;
-  /** True for tokens built by re-joining spaced-out letters ("n u d e"). */
-  joined?: boolean;
+  /**
+   * Other readings of the same characters: the letters after a leading number ("13yo" ->
+   * "yo", "1girl" -> "girl"), other leetspeak readings ("b1ood" -> "blood"), an all-digit
+   * token read as leetspeak ("1515" -> "isis"), the token with edge '!' read as a letter.
+   */
+  alts?: Token[];
+  /** For tokens re-joined from spaced-out letters ("n u d e"): the letters. */
+  letters?: Token[];
+  /** Re-joined letters with no visible word boundaries: searched by substring. */
+  unsegmented?: boolean;
 }
 
 /**
- * Collapses runs of the same letter and folds 'l' onto 'i' (leet '1' and '|' become 'i',
- * and confusable 'I'/'l'), returning the key and run lengths. Two words match when their
+ * Collapses runs of the same letter, returning the key and run lengths. Two words match when their
  * keys are equal and every run of the typed word is at least as long as the lexicon word's
  * run: "nuuude" matches "nude", "teeen" matches "teen", but "ten" does not match "teen".
  */
@@ -169,8 +206,7 @@ export function squeeze(text: string): { key: string; runs: Uint8Array } {
   let key = '';
   const runs: number[] = [];
   let prev = '';
-  for (const raw of text) {
-    const ch = raw === 'l' ? 'i' : raw;
+  for (const ch of text) {
     if (ch === prev) {
       runs[runs.length - 1]!++;
     } else {
@@ -220,63 +256,92 @@ export function tokenize(folded: FoldedText): Token[] {
     }
     let j = i + 1;
     while (j < n && isTokenCharAt(text, j)) j++;
-    let raw = text.slice(i, j);
-    let s = i;
-    // Symbols at the edges are punctuation ("kill!"), not leet, except '@' and '$'.
-    const trimmed = raw.replace(EDGE_SYMBOLS, '');
+    const whole = text.slice(i, j);
+    // Symbols at the edges are usually punctuation ("kill!"): the main reading drops them,
+    // another reading keeps them as letters ("h3nt4!").
+    const trimmed = whole.replace(EDGE_SYMBOLS, '');
     if (trimmed.length === 0) {
       i = j;
       continue;
     }
-    if (trimmed !== raw) {
-      s = i + raw.indexOf(trimmed);
-      raw = trimmed;
-    }
-    const e = s + raw.length;
+    const s = i + whole.indexOf(trimmed);
+    const e = s + trimmed.length;
     const start = origStart[s]!;
     const end = origEnd[e - 1]!;
-    if (NUMERIC.test(raw)) {
-      const tok = makeToken(raw, start, end);
-      tok.num = Number(raw);
-      tokens.push(tok);
+    let tok: Token;
+    const readings: string[] = [];
+    if (NUMERIC.test(trimmed)) {
+      tok = makeToken(trimmed, start, end);
+      tok.num = Number(trimmed);
+      if (trimmed.length >= 3) readings.push(...leetReadings(trimmed));
     } else {
-      const tok = makeToken(deLeet(raw), start, end);
-      const lead = LEADING_NUMBER.exec(raw);
+      // Letters mixed with leet characters, or leet characters alone ("151$" for "isis").
+      const main = LETTER.test(trimmed) || trimmed.length >= 3 ? leetReadings(trimmed) : [trimmed];
+      tok = makeToken(main[0]!, start, end);
+      readings.push(...main.slice(1));
+      const lead = LEADING_NUMBER.exec(trimmed);
       if (lead) {
-        // "13yo", "1girl", "8k": keep the number and the word as an alternative reading.
+        // "13yo", "1girl", "8k": keep the number and the word as another reading.
         tok.num = Number(lead[1]);
         const sufStart = origStart[s + lead[1]!.length]!;
-        tok.suffix = makeToken(lead[2]!, sufStart, end);
+        (tok.alts ??= []).push(makeToken(lead[2]!, sufStart, end));
       }
-      tokens.push(tok);
     }
+    if (whole !== trimmed && (LETTER.test(whole) || whole.length >= 3)) readings.push(...leetReadings(whole));
+    for (const r of new Set(readings)) {
+      if (r !== tok.text) (tok.alts ??= []).push(makeToken(r, origStart[i]!, origEnd[j - 1]!));
+    }
+    tokens.push(tok);
     i = j;
   }
   return tokens;
 }
 
 /**
- * Re-joins letters typed with separators between them ("n u d e", "n.u.d.e", "n_u_d_e"):
- * each maximal run of three or more one-character tokens gives one joined token. The
- * original single letters stay in the list; joined tokens are returned separately and
- * matched by substring (spaced-out text has lost its word boundaries).
+ * Re-joins letters typed with separators between them ("n u d e", "n.u.d.e", "n_u_d_e").
+ * In a run of three or more one-character tokens, the most frequent gap is the separator
+ * inside words and any other gap ("   ", ", ") is a word boundary, so "g.i.r.l   a.g.e.d"
+ * becomes "girl aged". A run whose gaps are all alike has no visible word boundaries: it
+ * becomes one token marked `unsegmented`, searched by substring (see lexicon.ts).
  */
-export function joinSpacedLetters(tokens: Token[]): { token: Token; letters: Token[] }[] {
-  const out: { token: Token; letters: Token[] }[] = [];
+export function mergeSpacedLetters(tokens: Token[], original: string): Token[] {
+  const out: Token[] = [];
   let i = 0;
   while (i < tokens.length) {
     if (tokens[i]!.text.length !== 1) {
+      out.push(tokens[i]!);
       i++;
       continue;
     }
-    let j = i;
-    while (j < tokens.length && tokens[j]!.text.length === 1) j++;
-    if (j - i >= 3) {
-      const letters = tokens.slice(i, j);
-      const text = letters.map((t) => t.text).join('');
-      const tok = makeToken(text, letters[0]!.start, letters[letters.length - 1]!.end);
-      tok.joined = true;
-      out.push({ token: tok, letters });
+    let j = i + 1;
+    while (j < tokens.length && tokens[j]!.text.length === 1 && tokens[j]!.start - tokens[j - 1]!.end <= 4) j++;
+    if (j - i < 3) {
+      for (let k = i; k < j; k++) out.push(tokens[k]!);
+      i = j;
+      continue;
+    }
+    const run = tokens.slice(i, j);
+    const gaps = run.slice(1).map((t, k) => original.slice(run[k]!.end, t.start));
+    const counts = new Map<string, number>();
+    for (const g of gaps) counts.set(g, (counts.get(g) ?? 0) + 1);
+    const intra = [...counts].sort((a, b) => b[1] - a[1])[0]![0];
+    const uniform = counts.size === 1;
+    let segStart = 0;
+    for (let k = 1; k <= run.length; k++) {
+      if (k < run.length && gaps[k - 1] === intra) continue;
+      const seg = run.slice(segStart, k);
+      if (seg.length === 1) {
+        out.push(seg[0]!);
+      } else {
+        const raw = seg.map((t) => t.text).join('');
+        const readings = leetReadings(raw);
+        const tok = makeToken(readings[0]!, seg[0]!.start, seg[seg.length - 1]!.end);
+        if (readings.length > 1) tok.alts = readings.slice(1).map((r) => makeToken(r, tok.start, tok.end));
+        tok.letters = seg;
+        tok.unsegmented = uniform;
+        out.push(tok);
+      }
+      segStart = k;
     }
     i = j;
   }
@@ -285,5 +350,5 @@ export function joinSpacedLetters(tokens: Token[]): { token: Token; letters: Tok
 
 /** The full normalised form of a string, for display and tests: tokens joined by spaces. */
 export function normalizeForMatching(s: string): string {
-  return tokenize(foldText(s)).map((t) => t.text).join(' ');
+  return mergeSpacedLetters(tokenize(foldText(s)), s).map((t) => t.text).join(' ');
 }

@@ -1,0 +1,349 @@
+// Compiles the lexicon data (data/lexicon.yaml, data/public-figures.yaml, the operator's
+// protected persons) into an index over normalised tokens, and finds matches with their
+// spans in the original text.
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { foldText, leetAll, mergeSpacedLetters, runsCover, squeeze, tokenize, type Token } from './normalize.ts';
+
+export type Tag =
+  | 'minor' | 'minor_weak' | 'adult' | 'minor_sexual'
+  | 'sexual' | 'suggestive' | 'attire' | 'clothing' | 'age_marker'
+  | 'sexual_violence' | 'coercion'
+  | 'injury' | 'threat' | 'intensify' | 'soften'
+  | 'person' | 'person_title'
+  | 'extremist' | 'extremist_org' | 'propaganda' | 'glorify' | 'atrocity' | 'incite_verb' | 'target_group'
+  | 'selfharm_imperative' | 'selfharm' | 'selfharm_ambiguous' | 'promote' | 'prevention'
+  | 'benign';
+
+const TAGS = new Set<Tag>([
+  'minor', 'minor_weak', 'adult', 'minor_sexual', 'sexual', 'suggestive', 'attire', 'clothing', 'age_marker',
+  'sexual_violence', 'coercion', 'injury', 'threat', 'intensify', 'soften', 'person', 'person_title',
+  'extremist', 'extremist_org', 'propaganda', 'glorify', 'atrocity', 'incite_verb', 'target_group',
+  'selfharm_imperative', 'selfharm', 'selfharm_ambiguous', 'promote', 'prevention', 'benign',
+]);
+
+interface EntryData {
+  tag: string;
+  level?: number;
+  terms: string[];
+  near?: string[];
+  unlessNear?: string[];
+  unlessAfter?: string[];
+  window?: number;
+}
+
+interface LexiconData {
+  groups: Record<string, string[]>;
+  entries: EntryData[];
+}
+
+interface PeopleData {
+  people: { name: string; aliases?: string[] }[];
+}
+
+interface PatternWord {
+  key: string;
+  runs: Uint8Array;
+  prefix: boolean;
+}
+
+interface Pattern {
+  words: PatternWord[];
+  term: string;
+  entry: CompiledEntry;
+  /** For person patterns: the canonical name. */
+  person?: string;
+}
+
+interface CompiledEntry {
+  tag: Tag;
+  level: number;
+  near?: Set<string>;
+  unlessNear?: Set<string>;
+  unlessAfter?: Set<string>;
+  window: number;
+}
+
+export interface Match {
+  tag: Tag;
+  level: number;
+  term: string;
+  person?: string;
+  /** Token range [from, to) in the token list. */
+  from: number;
+  to: number;
+  /** Span in the original text. */
+  start: number;
+  end: number;
+}
+
+export interface Analysis {
+  tokens: Token[];
+  matches: Match[];
+}
+
+const dataDir = new URL('./data/', import.meta.url);
+
+export function loadYaml<T>(file: string): T {
+  return parseYaml(readFileSync(new URL(file, dataDir), 'utf8')) as T;
+}
+
+function wordKeys(term: string): PatternWord[] {
+  const folded = foldText(term.trim());
+  const prefix = folded.text.endsWith('*');
+  const toks = tokenize(foldText(prefix ? term.trim().slice(0, -1) : term.trim()));
+  return toks.map((t, i) => ({ key: t.key, runs: t.runs, prefix: prefix && i === toks.length - 1 }));
+}
+
+export class LexiconIndex {
+  private readonly exact = new Map<string, Pattern[]>();
+  /** Prefix patterns (first word is a stem), keyed by the stem's first three key characters. */
+  private readonly stems = new Map<string, Pattern[]>();
+  /** Every single-word form (including multi-word terms written as one word) for substring search. */
+  private readonly singles: Pattern[] = [];
+
+  constructor(private readonly groups: Map<string, Set<string>>) {}
+
+  groupKeys(name: string): Set<string> | undefined {
+    return this.groups.get(name);
+  }
+
+  addEntry(data: EntryData, where: string): void {
+    if (!TAGS.has(data.tag as Tag)) throw new Error(`${where}: unknown tag '${data.tag}'`);
+    const entry: CompiledEntry = {
+      tag: data.tag as Tag,
+      level: data.level ?? 0,
+      window: data.window ?? 4,
+      near: data.near ? this.resolveGroups(data.near, where) : undefined,
+      unlessNear: data.unlessNear?.length ? this.resolveGroups(data.unlessNear, where) : undefined,
+      unlessAfter: data.unlessAfter?.length ? this.resolveGroups(data.unlessAfter, where) : undefined,
+    };
+    for (const term of data.terms) this.addTerm(String(term), entry);
+  }
+
+  addTerm(term: string, entry: CompiledEntry, person?: string): void {
+    const words = wordKeys(term);
+    if (words.length === 0) return;
+    this.addPattern({ words, term, entry, person });
+    if (words.length > 1) {
+      // The same term written as one word ("selfharm", "alqaeda").
+      const joined = wordKeys(term.replace(/[\s\-_'.]+/g, ''));
+      if (joined.length === 1) this.addPattern({ words: joined, term, entry, person });
+    }
+  }
+
+  private addPattern(p: Pattern): void {
+    const first = p.words[0]!;
+    if (first.prefix) {
+      const k = first.key.slice(0, 3);
+      (this.stems.get(k) ?? this.stems.set(k, []).get(k)!).push(p);
+    } else {
+      (this.exact.get(first.key) ?? this.exact.set(first.key, []).get(first.key)!).push(p);
+    }
+    if (p.words.length === 1) this.singles.push(p);
+  }
+
+  private resolveGroups(names: string[], where: string): Set<string> {
+    const out = new Set<string>();
+    for (const name of names) {
+      const g = this.groups.get(name);
+      if (g) for (const k of g) out.add(k);
+      else for (const w of wordKeys(name)) out.add(w.key);
+      if (!g && /^[a-z]+_[a-z_]+$/.test(name)) throw new Error(`${where}: unknown group '${name}'`);
+    }
+    return out;
+  }
+
+  /** Finds every pattern match in the token list (before context rules). */
+  matchTokens(tokens: Token[], out: Match[]): void {
+    for (let i = 0; i < tokens.length; i++) {
+      const tok = tokens[i]!;
+      this.matchAt(tokens, i, tok, out);
+      if (tok.alts) for (const alt of tok.alts) this.matchAt(tokens, i, alt, out);
+    }
+  }
+
+  private matchAt(tokens: Token[], i: number, first: Token, out: Match[]): void {
+    const exact = this.exact.get(first.key);
+    if (exact) for (const p of exact) this.tryPattern(p, tokens, i, first, out);
+    if (first.key.length >= 3) {
+      const stems = this.stems.get(first.key.slice(0, 3));
+      if (stems) for (const p of stems) this.tryPattern(p, tokens, i, first, out);
+    }
+  }
+
+  private tryPattern(p: Pattern, tokens: Token[], i: number, first: Token, out: Match[]): void {
+    if (!wordMatches(p.words[0]!, first)) return;
+    let j = i + 1;
+    for (let w = 1; w < p.words.length; w++, j++) {
+      const t = tokens[j];
+      if (!t || !(wordMatches(p.words[w]!, t) || (t.alts !== undefined && t.alts.some((a) => wordMatches(p.words[w]!, a))))) return;
+    }
+    out.push({
+      tag: p.entry.tag, level: p.entry.level, term: p.term, person: p.person,
+      from: i, to: j, start: first.start, end: tokens[j - 1]!.end,
+    });
+    entryOf.set(out[out.length - 1]!, p.entry);
+  }
+
+  /**
+   * Substring search inside letters that were typed spaced out ("n u d e c h i l d"): word
+   * boundaries are gone, so single-word terms are looked for anywhere in the joined run.
+   * Matches span the letters' tokens.
+   */
+  matchJoined(letters: Token[], tokenIndex: number, out: Match[]): void {
+    // Squeezed key of the joined letters and, per key character, the letter it starts at.
+    let key = '';
+    const startLetter: number[] = [];
+    let prev = '';
+    for (let k = 0; k < letters.length; k++) {
+      const ch = leetAll(letters[k]!.text);
+      if (ch !== prev) {
+        key += ch;
+        startLetter.push(k);
+        prev = ch;
+      }
+    }
+    startLetter.push(letters.length);
+    for (const p of this.singles) {
+      const w = p.words[0]!;
+      if (w.key.length < 3) continue;
+      let at = key.indexOf(w.key);
+      while (at >= 0) {
+        const a = startLetter[at]!;
+        const b = w.prefix ? startLetter[at + w.key.length]! : startLetter[at + w.key.length]!;
+        out.push({
+          tag: p.entry.tag, level: p.entry.level, term: p.term, person: p.person,
+          from: tokenIndex, to: tokenIndex + 1,
+          start: letters[a]!.start, end: letters[b - 1]!.end,
+        });
+        entryOf.set(out[out.length - 1]!, p.entry);
+        at = key.indexOf(w.key, at + 1);
+      }
+    }
+  }
+
+  /** Matches single-word patterns on a virtual token made of two adjacent tokens. */
+  matchCompound(tok: Token, from: number, to: number, out: Match[]): void {
+    const before = out.length;
+    const exact = this.exact.get(tok.key);
+    const cands = [...(exact ?? []), ...(tok.key.length >= 3 ? this.stems.get(tok.key.slice(0, 3)) ?? [] : [])];
+    for (const p of cands) {
+      if (p.words.length !== 1 || !wordMatches(p.words[0]!, tok)) continue;
+      out.push({ tag: p.entry.tag, level: p.entry.level, term: p.term, person: p.person, from, to, start: tok.start, end: tok.end });
+      entryOf.set(out[out.length - 1]!, p.entry);
+    }
+    void before;
+  }
+}
+
+function wordMatches(w: PatternWord, t: Token): boolean {
+  if (w.prefix) {
+    return t.key.startsWith(w.key) && runsCover(t.runs, w.runs, w.runs.length);
+  }
+  return t.key === w.key && runsCover(t.runs, w.runs);
+}
+
+/** The compiled entry behind each match (for its context conditions). */
+const entryOf = new WeakMap<Match, CompiledEntry>();
+
+export function compileGroups(groups: Record<string, string[]>): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const [name, words] of Object.entries(groups)) {
+    const set = new Set<string>();
+    for (const w of words) for (const k of wordKeys(String(w))) set.add(k.key);
+    out.set(name, set);
+  }
+  return out;
+}
+
+let baseIndex: LexiconIndex | undefined;
+
+/** The project's lexicon and public-figures list, compiled once per process. */
+export function baseLexicon(): LexiconIndex {
+  if (baseIndex) return baseIndex;
+  const lex = loadYaml<LexiconData>('lexicon.yaml');
+  const idx = new LexiconIndex(compileGroups(lex.groups));
+  lex.entries.forEach((e, i) => idx.addEntry(e, `lexicon.yaml entries[${i}]`));
+  const people = loadYaml<PeopleData>('public-figures.yaml');
+  addPeople(idx, people.people);
+  baseIndex = idx;
+  return idx;
+}
+
+const personEntry: CompiledEntry = { tag: 'person', level: 0, window: 0 };
+
+export function addPeople(idx: LexiconIndex, people: { name: string; aliases?: string[] }[]): void {
+  for (const p of people) {
+    idx.addTerm(p.name, personEntry, p.name);
+    for (const a of p.aliases ?? []) idx.addTerm(a, personEntry, p.name);
+  }
+}
+
+/** An index holding only the operator's protected persons (built per policy). */
+export function peopleIndex(people: { name: string; aliases?: string[] }[]): LexiconIndex {
+  const idx = new LexiconIndex(new Map());
+  addPeople(idx, people);
+  return idx;
+}
+
+function nearAny(tokens: Token[], from: number, to: number, window: number, keys: Set<string>, dir: 'both' | 'after'): boolean {
+  const lo = dir === 'after' ? to : Math.max(0, from - window);
+  const hi = Math.min(tokens.length, to + window);
+  for (let k = lo; k < hi; k++) {
+    if (k >= from && k < to) continue;
+    const t = tokens[k]!;
+    if (keys.has(t.key) || (t.alts && t.alts.some((a) => keys.has(a.key)))) return true;
+  }
+  return false;
+}
+
+/** Applies each match's `near` / `unlessNear` / `unlessAfter` conditions. */
+export function applyContext(tokens: Token[], matches: Match[]): Match[] {
+  return matches.filter((m) => {
+    const e = entryOf.get(m);
+    if (!e) return true;
+    if (e.near && !nearAny(tokens, m.from, m.to, e.window, e.near, 'both')) return false;
+    if (e.unlessNear && nearAny(tokens, m.from, m.to, e.window, e.unlessNear, 'both')) return false;
+    if (e.unlessAfter && nearAny(tokens, m.from, m.to, e.window, e.unlessAfter, 'after')) return false;
+    return true;
+  });
+}
+
+/**
+ * Drops matches inside a longer match ("skinned" inside "skinned knee", "bloody" inside
+ * "bloody mary") and duplicates; benign matches are then removed (they have done their job).
+ */
+export function resolveOverlaps(matches: Match[]): Match[] {
+  const sorted = [...matches].sort((a, b) => (b.to - b.from) - (a.to - a.from) || a.from - b.from);
+  const kept: Match[] = [];
+  const seen = new Set<string>();
+  for (const m of sorted) {
+    const inside = kept.some((k) => k.from <= m.from && m.to <= k.to && (k.to - k.from) > (m.to - m.from));
+    if (inside) continue;
+    const id = `${m.tag}:${m.from}:${m.to}:${m.level}:${m.person ?? ''}`;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    kept.push(m);
+  }
+  return kept.filter((m) => m.tag !== 'benign').sort((a, b) => a.from - b.from || a.to - b.to);
+}
+
+/** Tokenises `text` and finds all lexicon (and protected-person) matches after context rules. */
+export function analyze(text: string, indexes: LexiconIndex[]): Analysis {
+  const tokens = mergeSpacedLetters(tokenize(foldText(text)), text);
+  const raw: Match[] = [];
+  for (const idx of indexes) idx.matchTokens(tokens, raw);
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    if (t.unsegmented && t.letters) for (const idx of indexes) idx.matchJoined(t.letters, i, raw);
+    // Adjacent tokens split only by punctuation ("se.xy", "al-qaeda") may be one word.
+    const b = tokens[i + 1];
+    if (b && b.start - t.end > 0 && b.start - t.end <= 2 && !/\s/.test(text.slice(t.end, b.start))) {
+      const { key, runs } = squeeze(t.text + b.text);
+      const compound: Token = { text: t.text + b.text, key, runs, start: t.start, end: b.end };
+      for (const idx of indexes) idx.matchCompound(compound, i, i + 2, raw);
+    }
+  }
+  return { tokens, matches: resolveOverlaps(applyContext(tokens, raw)) };
+}
