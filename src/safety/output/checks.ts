@@ -12,7 +12,7 @@ import {
 } from './decide.ts';
 import { FaceAnalyzer } from './faces.ts';
 import { assertRgbImage, blurImage, type RgbImage } from './image.ts';
-import { NsfwClassifier, PHOTO_CLASSES, SEXUAL_CLASSES, sumClasses } from './nsfw.ts';
+import { NsfwClassifier, PHOTO_CLASSES, sumClasses } from './nsfw.ts';
 import { resolveOutputCheckOptions, type OutputCheckOptions, type OutputCheckOptionsInput } from './options.ts';
 
 export interface OutputCheckResult {
@@ -88,7 +88,7 @@ export class ImageSafetyChecks {
           const likeness = bestLikenessMatch(f.embedding, gallery);
           return { box: f.box, score: f.score, age: f.age, ...(likeness ? { likeness } : {}) };
         });
-      return { nsfw, sexual: sumClasses(nsfw, SEXUAL_CLASSES), photo: sumClasses(nsfw, PHOTO_CLASSES), faces };
+      return { nsfw, photo: sumClasses(nsfw, PHOTO_CLASSES), faces };
     });
   }
 

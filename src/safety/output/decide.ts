@@ -14,9 +14,8 @@ export interface FaceScores {
 
 /** What the classifiers measured on one image; goes to the audit log as is. */
 export interface ImageScores {
+  /** nsfwjs class probabilities (they sum to 1). */
   nsfw: NsfwScores;
-  /** Porn + Hentai + Sexy. */
-  sexual: number;
   /** Neutral + Sexy + Porn: how much the image looks like a photograph. */
   photo: number;
   /** Faces at or above the detector score threshold. */
@@ -58,6 +57,11 @@ export function assertIntensity(intensity: number): void {
   }
 }
 
+export function isSexual(nsfw: NsfwScores, options: OutputCheckOptions): boolean {
+  const t = options.nsfw.thresholds;
+  return nsfw.Porn >= t.porn || nsfw.Hentai >= t.hentai || nsfw.Sexy >= t.sexy;
+}
+
 /** An age the model could not estimate counts as a minor. */
 function looksUnderAge(face: FaceScores, options: OutputCheckOptions): boolean {
   return !(face.age >= options.minFaceAge);
@@ -66,7 +70,7 @@ function looksUnderAge(face: FaceScores, options: OutputCheckOptions): boolean {
 /** Rules shared by output and init images. */
 function commonReasons(scores: ImageScores, intensity: number, options: OutputCheckOptions): CheckReason[] {
   const reasons: CheckReason[] = [];
-  const sexual = scores.sexual >= options.nsfw.threshold;
+  const sexual = isSexual(scores.nsfw, options);
   const minor = scores.faces.some((f) => looksUnderAge(f, options));
   if (sexual && intensity > 0) reasons.push(reason('sexual_content_with_intensity'));
   if (sexual && minor) reasons.push(reason('minor_in_sexual_content'));
@@ -84,7 +88,7 @@ export interface OutputDecision {
 export function decideOutput(scores: ImageScores, intensity: number, options: OutputCheckOptions): OutputDecision {
   assertIntensity(intensity);
   const reasons = commonReasons(scores, intensity, options);
-  const sexual = scores.sexual >= options.nsfw.threshold;
+  const sexual = isSexual(scores.nsfw, options);
   if (reasons.length > 0) {
     if (sexual && !reasons.some((r) => r.code.startsWith('sexual_'))) reasons.unshift(reason('sexual_content'));
     return { verdict: 'block', reasons };
@@ -115,7 +119,7 @@ export interface InitImageDecision {
 export function decideInitImage(scores: ImageScores, intensity: number, consent: ConsentContext, options: OutputCheckOptions): InitImageDecision {
   assertIntensity(intensity);
   const reasons = commonReasons(scores, intensity, options);
-  const sexual = scores.sexual >= options.nsfw.threshold;
+  const sexual = isSexual(scores.nsfw, options);
   // Blurring applies to what Redline outputs; a sexual source image under a blocking policy
   // is refused before any compute is spent on it.
   if (sexual && options.nsfw.action === 'block' && !reasons.some((r) => r.code.startsWith('sexual_'))) reasons.unshift(reason('sexual_content'));

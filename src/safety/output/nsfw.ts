@@ -8,8 +8,6 @@ export const NSFW_CLASSES = ['Drawing', 'Hentai', 'Neutral', 'Porn', 'Sexy'] as 
 export type NsfwClass = (typeof NSFW_CLASSES)[number];
 export type NsfwScores = Record<NsfwClass, number>;
 
-/** The classes that mean sexual content; their probabilities add up to the sexual score. */
-export const SEXUAL_CLASSES: readonly NsfwClass[] = ['Porn', 'Hentai', 'Sexy'];
 /** The classes nsfwjs uses for photographs (the others are drawings/illustration). */
 export const PHOTO_CLASSES: readonly NsfwClass[] = ['Neutral', 'Sexy', 'Porn'];
 

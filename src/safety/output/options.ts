@@ -2,14 +2,21 @@ import { RedlineError } from '../../errors.ts';
 
 export type SexualContentAction = 'block' | 'blur';
 
+/** nsfwjs class probabilities at or above which an image counts as sexual (any one suffices). */
+export interface NsfwThresholds {
+  porn: number;
+  hentai: number;
+  sexy: number;
+}
+
 /**
- * Thresholds of the image checks. These belong to the policy (`policy.outputChecks`);
- * until the policy module provides them, callers pass this object (or parts of it).
+ * Thresholds of the image checks. `nsfw`, `minFaceAge` and the likeness threshold are the
+ * policy's `outputChecks` (see outputCheckOptionsFromPolicy); the two others are not in the
+ * policy file yet and keep their defaults unless a caller sets them.
  */
 export interface OutputCheckOptions {
   nsfw: {
-    /** Sum of the Porn + Hentai + Sexy probabilities at or above which an image is sexual. */
-    threshold: number;
+    thresholds: NsfwThresholds;
     /** What happens to sexual content with intensity 0 and no minor: block, or blur it. */
     action: SexualContentAction;
   };
@@ -19,16 +26,22 @@ export interface OutputCheckOptions {
   likenessThreshold: number;
   /** Faces the detector scores below this are ignored. */
   minFaceScore: number;
-  /** Sum of nsfwjs' photo classes (Neutral + Sexy + Porn) at or above which an image with a face counts as a photograph. */
+  /** Neutral + Sexy + Porn (nsfwjs' photograph classes) at or above which an image with a face counts as a photograph. */
   photoThreshold: number;
 }
 
-export type OutputCheckOptionsInput = Partial<Omit<OutputCheckOptions, 'nsfw'>> & { nsfw?: Partial<OutputCheckOptions['nsfw']> };
+export type OutputCheckOptionsInput = Partial<Omit<OutputCheckOptions, 'nsfw'>> & {
+  nsfw?: { thresholds?: Partial<NsfwThresholds>; action?: SexualContentAction };
+};
 
 export const DEFAULT_OUTPUT_CHECK_OPTIONS: Readonly<OutputCheckOptions> = Object.freeze({
-  nsfw: Object.freeze({ threshold: 0.5, action: 'block' as SexualContentAction }),
+  // The values of src/safety/policy/default-policy.yaml.
+  nsfw: Object.freeze({ thresholds: Object.freeze({ porn: 0.6, hentai: 0.6, sexy: 0.85 }), action: 'block' as SexualContentAction }),
   // Deliberately conservative (issue 6): adults who look young are blocked too.
   minFaceAge: 25,
+  // Measured (test/safety/output/checks.test.ts, bench notes): the same code-drawn face moved
+  // or recoloured scores 0.94-0.99 and the same photographed adult in two crops 0.96, while
+  // different code-drawn faces reach 0.77 and different photographed adults 0.55.
   likenessThreshold: 0.8,
   minFaceScore: 0.3,
   photoThreshold: 0.5,
@@ -51,11 +64,30 @@ export function resolveOutputCheckOptions(input: OutputCheckOptionsInput = {}): 
   if (typeof minFaceAge !== 'number' || !Number.isFinite(minFaceAge) || minFaceAge < 18 || minFaceAge > 120) {
     throw new RedlineError('bad_output_check_option', `outputChecks.minFaceAge must be a number of years from 18 to 120, got ${JSON.stringify(minFaceAge)}.`);
   }
+  const t = input.nsfw?.thresholds ?? {};
   return {
-    nsfw: { threshold: unitInterval('nsfw.threshold', input.nsfw?.threshold ?? d.nsfw.threshold), action },
+    nsfw: {
+      thresholds: {
+        porn: unitInterval('nsfw.thresholds.porn', t.porn ?? d.nsfw.thresholds.porn),
+        hentai: unitInterval('nsfw.thresholds.hentai', t.hentai ?? d.nsfw.thresholds.hentai),
+        sexy: unitInterval('nsfw.thresholds.sexy', t.sexy ?? d.nsfw.thresholds.sexy),
+      },
+      action,
+    },
     minFaceAge,
     likenessThreshold: unitInterval('likenessThreshold', input.likenessThreshold ?? d.likenessThreshold),
     minFaceScore: unitInterval('minFaceScore', input.minFaceScore ?? d.minFaceScore),
     photoThreshold: unitInterval('photoThreshold', input.photoThreshold ?? d.photoThreshold),
   };
+}
+
+/** The shape of `policy.outputChecks` (src/safety/policy), matched structurally. */
+export interface PolicyOutputChecks {
+  nsfw: { thresholds: NsfwThresholds; action: SexualContentAction };
+  minFaceAge: number;
+  likeness: { cosineThreshold: number };
+}
+
+export function outputCheckOptionsFromPolicy(oc: PolicyOutputChecks, extra: Pick<OutputCheckOptionsInput, 'minFaceScore' | 'photoThreshold'> = {}): OutputCheckOptions {
+  return resolveOutputCheckOptions({ nsfw: oc.nsfw, minFaceAge: oc.minFaceAge, likenessThreshold: oc.likeness.cosineThreshold, ...extra });
 }

@@ -69,7 +69,8 @@ describe('image safety checks with the bundled models', () => {
     for (const image of images) {
       const result = await checkOutputImage(checks, image, { intensity: 3 });
       expect(result.scores.faces).toEqual([]);
-      expect(result.scores.sexual).toBeLessThan(0.1);
+      const { Porn, Hentai, Sexy } = result.scores.nsfw;
+      expect(Math.max(Porn, Hentai, Sexy)).toBeLessThan(0.1);
       expect(result.verdict).toBe('pass');
       expect(result.image).toBe(image);
       const total = Object.values(result.scores.nsfw).reduce((a, b) => a + b, 0);
@@ -88,11 +89,11 @@ describe('image safety checks with the bundled models', () => {
 
   it('block or blur at a sexual-content threshold just under the measured score, pass just over it', async () => {
     const image = gradient(512, 512);
-    const { sexual } = await checks.measure(image);
-    expect(sexual).toBeGreaterThan(0);
-    const under = checks.withOptions({ nsfw: { threshold: sexual * 0.999, action: 'block' } });
-    const over = checks.withOptions({ nsfw: { threshold: sexual * 1.001, action: 'block' } });
-    const blurUnder = checks.withOptions({ nsfw: { threshold: sexual * 0.999, action: 'blur' } });
+    const porn = (await checks.measure(image)).nsfw.Porn;
+    expect(porn).toBeGreaterThan(0);
+    const under = checks.withOptions({ nsfw: { thresholds: { porn: porn * 0.999 }, action: 'block' } });
+    const over = checks.withOptions({ nsfw: { thresholds: { porn: porn * 1.001 }, action: 'block' } });
+    const blurUnder = checks.withOptions({ nsfw: { thresholds: { porn: porn * 0.999 }, action: 'blur' } });
 
     const blocked = await under.checkOutput(image, { intensity: 0 });
     expect(blocked).toMatchObject({ verdict: 'block', reasons: [{ code: 'sexual_content' }] });
@@ -105,8 +106,9 @@ describe('image safety checks with the bundled models', () => {
 
   it('blur returns a strongly blurred copy of the same size', async () => {
     const image = checkerboard(512, 512, 16);
-    const { sexual } = await checks.measure(image);
-    const result = await checks.withOptions({ nsfw: { threshold: sexual * 0.999, action: 'blur' } }).checkOutput(image, { intensity: 0 });
+    const sexy = (await checks.measure(image)).nsfw.Sexy;
+    expect(sexy).toBeGreaterThan(0);
+    const result = await checks.withOptions({ nsfw: { thresholds: { sexy: sexy * 0.999 }, action: 'blur' } }).checkOutput(image, { intensity: 0 });
     expect(result.verdict).toBe('blur');
     const blurred = result.image!;
     expect([blurred.width, blurred.height, blurred.data.length]).toEqual([512, 512, image.data.length]);

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { RedlineError } from '../../../src/errors.ts';
 import { decideInitImage, decideOutput, type FaceScores, type ImageScores } from '../../../src/safety/output/decide.ts';
-import { resolveOutputCheckOptions } from '../../../src/safety/output/options.ts';
+import { outputCheckOptionsFromPolicy, resolveOutputCheckOptions } from '../../../src/safety/output/options.ts';
 
 const options = resolveOutputCheckOptions();
 const blurOptions = resolveOutputCheckOptions({ nsfw: { action: 'blur' } });
@@ -12,8 +12,11 @@ function face(age: number, likeness?: { name: string; cosine: number }): FaceSco
   return { box: [10, 10, 100, 100], score: 0.99, age, ...(likeness ? { likeness } : {}) };
 }
 
-function scores(sexual: number, faces: FaceScores[] = [], photo = 0.1): ImageScores {
-  return { nsfw: { Drawing: 1 - sexual, Hentai: 0, Neutral: 0, Porn: sexual, Sexy: 0 }, sexual, photo, faces };
+/** `porn` is the Porn probability; the rest goes to Drawing unless hentai/sexy are given. */
+function scores(porn: number, faces: FaceScores[] = [], photo = 0.1, other: { hentai?: number; sexy?: number } = {}): ImageScores {
+  const hentai = other.hentai ?? 0;
+  const sexy = other.sexy ?? 0;
+  return { nsfw: { Drawing: 1 - porn - hentai - sexy, Hentai: hentai, Neutral: 0, Porn: porn, Sexy: sexy }, photo, faces };
 }
 
 const codes = (r: { reasons: { code: string }[] }) => r.reasons.map((x) => x.code);
@@ -23,10 +26,16 @@ describe('output decision', () => {
     for (const intensity of [0, 1, 2, 3]) expect(decideOutput(scores(0.01, [face(40)]), intensity, options)).toEqual({ verdict: 'pass', reasons: [] });
   });
 
-  it('blocks sexual content at the threshold, not below it', () => {
-    expect(decideOutput(scores(0.5), 0, options).verdict).toBe('block');
-    expect(codes(decideOutput(scores(0.5), 0, options))).toEqual(['sexual_content']);
-    expect(decideOutput(scores(0.4999), 0, options).verdict).toBe('pass');
+  it('blocks sexual content when any class reaches its threshold, not below', () => {
+    // Defaults: porn 0.6, hentai 0.6, sexy 0.85.
+    expect(codes(decideOutput(scores(0.6), 0, options))).toEqual(['sexual_content']);
+    expect(decideOutput(scores(0.5999), 0, options).verdict).toBe('pass');
+    expect(decideOutput(scores(0, [], 0.1, { hentai: 0.6 }), 0, options).verdict).toBe('block');
+    expect(decideOutput(scores(0, [], 0.1, { hentai: 0.59 }), 0, options).verdict).toBe('pass');
+    expect(decideOutput(scores(0, [], 0.1, { sexy: 0.85 }), 0, options).verdict).toBe('block');
+    expect(decideOutput(scores(0, [], 0.1, { sexy: 0.84 }), 0, options).verdict).toBe('pass');
+    const strict = resolveOutputCheckOptions({ nsfw: { thresholds: { sexy: 0.3 } } });
+    expect(decideOutput(scores(0, [], 0.1, { sexy: 0.31 }), 0, strict).verdict).toBe('block');
   });
 
   it('blurs sexual content only when the policy chose blur and nothing else is wrong', () => {
@@ -102,12 +111,21 @@ describe('init image decision', () => {
 describe('options', () => {
   it('has the documented defaults', () => {
     expect(resolveOutputCheckOptions()).toEqual({
-      nsfw: { threshold: 0.5, action: 'block' }, minFaceAge: 25, likenessThreshold: 0.8, minFaceScore: 0.3, photoThreshold: 0.5,
+      nsfw: { thresholds: { porn: 0.6, hentai: 0.6, sexy: 0.85 }, action: 'block' }, minFaceAge: 25, likenessThreshold: 0.8, minFaceScore: 0.3, photoThreshold: 0.5,
+    });
+  });
+
+  it('take nsfw, age and likeness thresholds from the policy shape', () => {
+    const fromPolicy = outputCheckOptionsFromPolicy({
+      nsfw: { thresholds: { porn: 0.5, hentai: 0.4, sexy: 0.9 }, action: 'blur' }, minFaceAge: 30, likeness: { cosineThreshold: 0.7 },
+    });
+    expect(fromPolicy).toEqual({
+      nsfw: { thresholds: { porn: 0.5, hentai: 0.4, sexy: 0.9 }, action: 'blur' }, minFaceAge: 30, likenessThreshold: 0.7, minFaceScore: 0.3, photoThreshold: 0.5,
     });
   });
 
   it('rejects values out of range with a message naming the field', () => {
-    expect(() => resolveOutputCheckOptions({ nsfw: { threshold: 1.5 } })).toThrow(/outputChecks\.nsfw\.threshold/);
+    expect(() => resolveOutputCheckOptions({ nsfw: { thresholds: { porn: 1.5 } } })).toThrow(/outputChecks\.nsfw\.thresholds\.porn/);
     expect(() => resolveOutputCheckOptions({ nsfw: { action: 'allow' as never } })).toThrow(/"block" or "blur"/);
     expect(() => resolveOutputCheckOptions({ minFaceAge: 12 })).toThrow(/minFaceAge must be a number of years from 18/);
     expect(() => resolveOutputCheckOptions({ likenessThreshold: Number.NaN })).toThrow(/likenessThreshold/);

@@ -1,0 +1,62 @@
+// Output-check chain on the CPU: model load time, then added latency per 512x512 image
+// (nsfwjs + face detect/age/embedding + likeness match + decision; blur when chosen).
+// Target (issue 6): output checks + provenance together under 300 ms per image.
+// Run: npx tsx bench/output-checks.ts [--iterations N]
+import { parseArgs } from 'node:util';
+import { ImageSafetyChecks } from '../src/safety/output/checks.ts';
+import { FaceAnalyzer } from '../src/safety/output/faces.ts';
+import type { RgbImage } from '../src/safety/output/image.ts';
+import { NsfwClassifier } from '../src/safety/output/nsfw.ts';
+import { gradient, PERSON_A, PERSON_B, renderFace } from '../test/safety/output/synthetic.ts';
+
+const { values } = parseArgs({ options: { iterations: { type: 'string', default: '20' } } });
+const iterations = Number(values.iterations);
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * Wall time and process CPU time per run. The wasm backend runs on one thread, so CPU
+ * time is what the latency would be on an idle core; wall time also counts waiting for
+ * other processes on a shared machine.
+ */
+async function time(fn: () => Promise<unknown>): Promise<string> {
+  await fn(); // first run of a shape compiles kernels
+  const wall: number[] = [];
+  const cpu: number[] = [];
+  for (let i = 0; i < iterations; i++) {
+    const c0 = process.cpuUsage();
+    const t = performance.now();
+    await fn();
+    wall.push(performance.now() - t);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1000);
+  }
+  return `cpu median ${median(cpu).toFixed(1)} ms  wall median ${median(wall).toFixed(1)} ms  wall min ${Math.min(...wall).toFixed(1)} ms  (${iterations} runs)`;
+}
+
+const t0 = performance.now();
+// A registered person, so the likeness comparison runs as it would in a deployment.
+const gallery = [{ name: 'bench', embedding: new Float32Array(1024).map((_, i) => ((i * 7919) % 13) / 13) }];
+const checks = await ImageSafetyChecks.load({ likeness: () => gallery });
+console.log(`model load (tfjs wasm + human face models + nsfwjs MobileNetV2 + warm-up): ${(performance.now() - t0).toFixed(0)} ms`);
+
+const cases: [string, RgbImage, ImageSafetyChecks][] = [
+  ['no face (gradient)', gradient(512, 512), checks],
+  ['one face (code-drawn)', await renderFace(PERSON_A), checks],
+  ['one face, other person', await renderFace(PERSON_B), checks],
+  ['blur path (threshold 0)', gradient(512, 512), checks.withOptions({ nsfw: { thresholds: { porn: 0 }, action: 'blur' } })],
+];
+for (const [name, image, c] of cases) {
+  console.log(`${name.padEnd(26)} 512x512  ${await time(() => c.checkOutput(image, { intensity: 1 }))}`);
+}
+
+// Where the time goes: each model on its own (separate instances on the same engine).
+const nsfw = await NsfwClassifier.load();
+const faces = await FaceAnalyzer.load();
+const face = await renderFace(PERSON_A);
+const stages: [string, () => Promise<unknown>][] = [
+  ['nsfwjs classify', () => nsfw.classify(face)],
+  ['faces, one face', () => faces.analyze(face)],
+  ['faces, no face', () => faces.analyze(cases[0]![1])],
+];
+for (const [name, fn] of stages) console.log(`  stage ${name.padEnd(20)} ${await time(fn)}`);
