@@ -119,6 +119,44 @@ export function emptyChunk(): { ids: Int32Array; weights: Float32Array } {
   return { ids, weights: new Float32Array(CONTEXT_LENGTH).fill(1) };
 }
 
+/**
+ * Several prompts encoded together, as A1111 encodes the schedule variants of one prompt
+ * (prompt editing) in one call: every prompt gets the largest chunk count, shorter ones
+ * filled with emptyChunk(). Layout is chunk-major, [chunks, batch, 77]: slice c is the
+ * [batch, 77] input of one text-encoder call, and the whole array is [chunks*batch, 77].
+ */
+export interface BatchChunks {
+  batch: number;
+  chunks: number;
+  ids: Int32Array;
+  weights: Float32Array;
+  /** A1111 token count of each prompt. */
+  tokenCounts: number[];
+}
+
+export function batchPromptChunks(tokenizer: ClipTokenizer, prompts: readonly string[], options: ChunkOptions = {}): BatchChunks {
+  if (prompts.length === 0) throw new RedlineError('bad_option', 'No prompts to encode.');
+  const each = prompts.map((p) => promptChunks(tokenizer, p, options));
+  const chunks = Math.max(...each.map((e) => e.chunks));
+  const batch = prompts.length;
+  const ids = new Int32Array(chunks * batch * CONTEXT_LENGTH);
+  const weights = new Float32Array(chunks * batch * CONTEXT_LENGTH);
+  const empty = emptyChunk();
+  for (let c = 0; c < chunks; c++) {
+    each.forEach((e, b) => {
+      const at = (c * batch + b) * CONTEXT_LENGTH;
+      if (c < e.chunks) {
+        ids.set(e.ids.subarray(c * CONTEXT_LENGTH, (c + 1) * CONTEXT_LENGTH), at);
+        weights.set(e.weights.subarray(c * CONTEXT_LENGTH, (c + 1) * CONTEXT_LENGTH), at);
+      } else {
+        ids.set(empty.ids, at);
+        weights.set(empty.weights, at);
+      }
+    });
+  }
+  return { batch, chunks, ids, weights, tokenCounts: each.map((e) => e.tokenCount) };
+}
+
 /** Mean of float32 values, accumulated in float64 and rounded to float32 like torch's result. */
 function meanF32(values: Float32Array): number {
   let sum = 0;
@@ -173,6 +211,29 @@ export function emphasizeChunks(hiddenStates: Float32Array, chunks: PromptChunks
     out.set(applyEmphasis(z, w, width, mode), c * per);
   }
   return out;
+}
+
+/**
+ * Emphasis for a BatchChunks encoding: `hiddenStates` is the encoder output for `ids`,
+ * [chunks, batch, 77, width]; each chunk index is restored to the mean of its whole
+ * [batch, 77, width] slice (A1111 takes z.mean() over the batch of one call). Returns one
+ * [1, chunks*77, width] array per prompt, chunks concatenated along the sequence.
+ */
+export function emphasizeBatch(hiddenStates: Float32Array, encoded: BatchChunks, width: number, mode: EmphasisMode = 'Original'): Float32Array[] {
+  const per = CONTEXT_LENGTH * width;
+  const { batch, chunks } = encoded;
+  if (hiddenStates.length !== chunks * batch * per) {
+    throw new RedlineError('shape_mismatch',
+      `Text encoder output has ${hiddenStates.length} values, expected ${chunks} x ${batch} x ${CONTEXT_LENGTH} x ${width}.`);
+  }
+  const outs = Array.from({ length: batch }, () => new Float32Array(chunks * per));
+  for (let c = 0; c < chunks; c++) {
+    const z = hiddenStates.subarray(c * batch * per, (c + 1) * batch * per);
+    const w = encoded.weights.subarray(c * batch * CONTEXT_LENGTH, (c + 1) * batch * CONTEXT_LENGTH);
+    const emphasized = applyEmphasis(z, w, width, mode);
+    for (let b = 0; b < batch; b++) outs[b]!.set(emphasized.subarray(b * per, (b + 1) * per), c * per);
+  }
+  return outs;
 }
 
 /**

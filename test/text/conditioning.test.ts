@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { applyEmphasis, emphasizeChunks, emptyChunk, padCondUncond, promptChunks } from '../../src/text/conditioning.ts';
+import {
+  applyEmphasis, batchPromptChunks, emphasizeBatch, emphasizeChunks, emptyChunk, padCondUncond, promptChunks,
+} from '../../src/text/conditioning.ts';
 import { letterId, letterTokenizer } from './synthetic-tokenizer.ts';
 
 const BOS = 49406;
@@ -191,5 +193,41 @@ describe('padCondUncond: A1111 cond/uncond length handling', () => {
 
   it('needs the empty-prompt encoding for empty-prompt padding', () => {
     expect(() => padCondUncond(enc(2, 1), enc(1, 1), width, 'empty-prompt')).toThrow(/empty prompt/);
+  });
+});
+
+describe('batchPromptChunks / emphasizeBatch: prompts encoded together (prompt-editing variants)', () => {
+  it('fills shorter prompts with empty chunks, chunk-major', () => {
+    const b = batchPromptChunks(tok, ['a', 'b BREAK c']);
+    expect([b.batch, b.chunks]).toEqual([2, 2]);
+    const row = (i: number) => Array.from(b.ids.subarray(i * 77, (i + 1) * 77));
+    expect(row(0)).toEqual(padded([letterId('a')])); // chunk 0, prompt 0
+    expect(row(1)).toEqual(padded([letterId('b')])); // chunk 0, prompt 1
+    expect(row(2)).toEqual(padded([])); // chunk 1, prompt 0: empty chunk
+    expect(row(3)).toEqual(padded([letterId('c')])); // chunk 1, prompt 1
+    expect(b.tokenCounts).toEqual([1, 76]);
+  });
+
+  it('restores the mean over the whole batch of a chunk, as one A1111 call does', () => {
+    const b = batchPromptChunks(tok, ['(a)', 'b']);
+    // width 1, all ones: prompt 0 position 1 weighs 1.1, so the batch sum goes 154 -> 153 + 1.1;
+    // both prompts are scaled by 154 / (153 + 1.1), prompt 1 too although its weights are all 1.
+    const out = emphasizeBatch(new Float32Array(154).fill(1), b, 1);
+    const w = Math.fround(1.1);
+    const scale = 154 / (153 + w);
+    expect(out).toHaveLength(2);
+    expect(out[0]![1]).toBeCloseTo(w * scale, 6);
+    expect(out[0]![0]).toBeCloseTo(scale, 6);
+    expect(out[1]![1]).toBeCloseTo(scale, 6);
+    expect(out[1]!.length).toBe(77);
+  });
+
+  it('returns each prompt with its chunks concatenated', () => {
+    const b = batchPromptChunks(tok, ['a BREAK b', 'c BREAK d']);
+    // width 1: value = 10*chunk + prompt, weights all 1 so nothing changes.
+    const hidden = new Float32Array(2 * 2 * 77);
+    for (let c = 0; c < 2; c++) for (let p = 0; p < 2; p++) hidden.fill(10 * c + p, (c * 2 + p) * 77, (c * 2 + p + 1) * 77);
+    const [p0, p1] = emphasizeBatch(hidden, b, 1, 'No norm') as [Float32Array, Float32Array];
+    expect([p0[0], p0[77], p1[0], p1[77]]).toEqual([0, 10, 1, 11]);
   });
 });
