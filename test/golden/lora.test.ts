@@ -1,6 +1,10 @@
 // Merged weights from the kohya AND the PEFT LoRA files of the golden set must equal the
 // reference merge (diffusers fuse_lora) stored in lora_goldens.safetensors.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { mergeToFile } from '../../src/adapters/merge.ts';
 import { buildModuleIndex, describeMatch, fuseAdapters, loadAdapter, moduleDelta } from '../../src/adapters/index.ts';
 import { openCheckpoint } from '../../src/models/checkpoint/index.ts';
 import { SafetensorsFile } from '../../src/tensor/safetensors.ts';
@@ -89,3 +93,46 @@ describe('golden LoRA merge', () => {
     }
   });
 });
+
+describe('golden merge export', () => {
+  it('redline merge writes a CompVis single file with the golden key set whose fused weights match the reference', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'redline-merge-'));
+    try {
+      const out = join(dir, 'merged.safetensors');
+      const scaleKey = mergedKeys[0]!;
+      const scale = Number(/^merged_weight_scale([0-9.]+)\./.exec(scaleKey)![1]);
+      const report = mergeToFile({ model: goldenPath('models', 'diffusers'), loras: [{ path: goldenPath('lora', 'lora_kohya.safetensors'), unet: scale, te: scale }], out, format: 'single-file' });
+      expect(report.fusedWeights).toBe(manifest.files['lora/lora_peft.safetensors']!.n_unet_modules! + manifest.files['lora/lora_peft.safetensors']!.n_te_modules!);
+      const keysOriginal = goldenJson<Record<string, number[]>>('models', 'keys_original.json');
+      const written = SafetensorsFile.open(out);
+      try {
+        expect(new Set(written.keys())).toEqual(new Set(Object.keys(keysOriginal)));
+        for (const [k, shape] of Object.entries(keysOriginal)) expect(written.info(k).shape, k).toEqual(shape);
+      } finally {
+        written.close();
+      }
+      const reloaded = openCheckpoint(out, { configs: goldenPath('models', 'diffusers') });
+      try {
+        for (const key of mergedKeys.filter((k) => k.startsWith(`merged_weight_scale${scale}.`))) {
+          const { component, weight } = locate(key.replace(/^merged_weight_scale[0-9.]+\./, ''));
+          expect(maxAbs(reloaded.components[component].get(weight).toFloat32(), goldens.getFloat32(key)), key).toBeLessThanOrEqual(ATOL);
+        }
+        // Weights no adapter touches are copied bit for bit.
+        for (const w of ['conv_in.weight', 'down_blocks.0.resnets.0.conv1.weight', 'mid_block.attentions.0.norm.weight']) {
+          expect(maxAbs(reloaded.components.unet.get(w).toFloat32(), model.components.unet.get(w).toFloat32()), w).toBe(0);
+        }
+        expect(maxAbs(reloaded.components.vae.get('decoder.mid_block.attentions.0.to_q.weight').toFloat32(), model.components.vae.get('decoder.mid_block.attentions.0.to_q.weight').toFloat32())).toBe(0);
+      } finally {
+        reloaded.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function maxAbs(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}

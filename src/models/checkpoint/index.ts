@@ -5,3 +5,4 @@ export * from './weight-source.ts';
 export * from './load.ts';
 export * from './hash.ts';
 export * from './write.ts';
+export * from './registry.ts';

@@ -368,7 +368,7 @@ function openSingleFile(path: string, opts: OpenCheckpointOptions): Checkpoint {
     } else {
       configs = inferConfigs(file);
       configSource = 'inferred-from-weights';
-      const hint = 'This model is not SD 1.5-shaped in a way the weights do not record; pass its diffusers configs with --config DIR.';
+      const hint = "Its group or head counts differ from SD 1.5's and a single file does not record them; pass the model's diffusers configs with --config DIR.";
       checkGroups(`unet of ${what}`, configs.unet.block_out_channels, configs.unet.norm_num_groups, hint);
       checkGroups(`vae of ${what}`, configs.vae.block_out_channels, configs.vae.norm_num_groups, hint);
       if (configs.text_encoder.hidden_size % configs.text_encoder.num_attention_heads !== 0) {

@@ -1,0 +1,74 @@
+import { parseArgs } from 'node:util';
+import { type AdapterListing, listAdapters } from '../../adapters/registry.ts';
+import { cleanText } from '../../adapters/text.ts';
+import { FAMILY_NAMES } from '../../models/checkpoint/detect.ts';
+
+export const summary = 'list LoRA adapters in a folder with metadata and A1111 hashes';
+
+const HELP = `Usage: redline loras [DIR] [--json] [--no-hash]
+
+Lists the adapter files (.safetensors) under DIR (default: $REDLINE_LORA_DIR or models/Lora):
+kind (LoRA, LoCon, LoHa, LoKr), base model family, rank and alpha (kohya ss_* metadata),
+training resolution, the most frequent training tags, A1111's LoRA hash (the 12-digit hash
+of 'Lora hashes:' in infotext), the sha256, and Redline's sidecar NAME.json
+(category, intensity level -> strength). Metadata is shown sanitised: it is untrusted text.
+
+  --json      machine-readable output (one JSON array)
+  --no-hash   skip hashing (hashes are cached by path, size and mtime)`;
+
+function size(n: number): string {
+  return n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(2)} GB` : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MB` : `${(n / 1024).toFixed(0)} KB`;
+}
+
+function render(a: AdapterListing): string {
+  const m = a.meta;
+  const head = [
+    a.name,
+    a.kind,
+    a.family === 'unknown' ? 'family ?' : FAMILY_NAMES[a.family],
+    m.rank !== undefined ? `rank ${m.rank}` : null,
+    m.alpha !== undefined ? `alpha ${m.alpha}` : null,
+    size(a.size),
+    a.hashes ? `hash ${a.hashes.a1111}` : null,
+  ].filter(Boolean).join('  ');
+  const lines = [head, `  file: ${cleanText(a.file, 300)}`];
+  if (m.title && m.title !== a.name) lines.push(`  title: ${m.title}`);
+  if (m.baseModel || m.trainedOn) lines.push(`  base: ${[m.baseModel, m.trainedOn].filter(Boolean).join(', ')}`);
+  if (m.resolution) lines.push(`  resolution: ${m.resolution}`);
+  if (m.topTags.length) lines.push(`  tags: ${m.topTags.map((t) => `${t.tag} (${t.count})`).join(', ')}`);
+  if (a.hashes) lines.push(`  sha256: ${a.hashes.sha256}`);
+  if (a.sidecar) {
+    if (a.sidecar.category) lines.push(`  category: ${a.sidecar.category}`);
+    if (a.sidecar.intensity && Object.keys(a.sidecar.intensity).length) {
+      lines.push(`  intensity: ${Object.entries(a.sidecar.intensity).map(([l, s]) => `${l}=${s}`).join(', ')}`);
+    }
+  }
+  for (const w of a.warnings) lines.push(`  warning: ${cleanText(w, 300)}`);
+  return lines.join('\n');
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { json: { type: 'boolean' }, 'no-hash': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (positionals.length > 1) {
+    console.error(`redline loras: one folder at most (got ${positionals.length}).\n\n${HELP}`);
+    return 2;
+  }
+  const dir = positionals[0] ?? process.env.REDLINE_LORA_DIR ?? 'models/Lora';
+  const list = await listAdapters(dir, { hashes: !values['no-hash'] });
+  if (values.json) {
+    console.log(JSON.stringify(list, null, 2));
+  } else if (!list.length) {
+    console.log(`No adapter files in ${dir}.`);
+  } else {
+    console.log(list.map(render).join('\n\n'));
+  }
+  return 0;
+}

@@ -1,0 +1,76 @@
+import { parseArgs } from 'node:util';
+import { mergeToFile, parseLoraSpec } from '../../adapters/merge.ts';
+import { RedlineError } from '../../errors.ts';
+
+export const summary = 'bake LoRA adapters into an SD 1.5 checkpoint (single .safetensors or diffusers folder)';
+
+const HELP = `Usage: redline merge --model BASE --lora FILE:STRENGTH[:TE_STRENGTH] [--lora ...] --out OUT [options]
+
+Fuses the adapters into the base weights, W' = W + strength * (alpha/rank) * delta, and
+writes the result. BASE is a single-file .safetensors or a diffusers folder.
+STRENGTH applies to the UNet and, unless TE_STRENGTH is given, to the text encoder
+(A1111 <lora:name:te:unet> order is te first; here the UNet strength comes first).
+
+  --model BASE        base checkpoint
+  --lora SPEC         adapter and strengths; repeat for several (applied together)
+  --out OUT           OUT.safetensors (single file, CompVis layout: A1111, ComfyUI and
+                      diffusers from_single_file load it) or a folder with --format diffusers
+  --format F          single-file (default) or diffusers
+  --dtype D           keep (default: as stored), f16, bf16 or f32
+  --config DIR        diffusers configs for a single-file base that is not SD 1.5-shaped
+  --tokenizer DIR     tokenizer files for a diffusers output from a single-file base
+  --force             overwrite OUT`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      lora: { type: 'string', multiple: true },
+      out: { type: 'string' },
+      format: { type: 'string', default: 'single-file' },
+      dtype: { type: 'string', default: 'keep' },
+      config: { type: 'string' },
+      tokenizer: { type: 'string' },
+      force: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (!values.model || !values.out || !values.lora?.length) {
+    console.error(`redline merge: --model, --lora and --out are required.\n\n${HELP}`);
+    return 2;
+  }
+  if (values.format !== 'single-file' && values.format !== 'diffusers') {
+    throw new RedlineError('bad_option', `--format ${values.format} is not known.`, 'Use single-file or diffusers.');
+  }
+  if (!['keep', 'f16', 'bf16', 'f32'].includes(values.dtype!)) {
+    throw new RedlineError('bad_option', `--dtype ${values.dtype} is not known.`, 'Use keep, f16, bf16 or f32.');
+  }
+  const tty = process.stderr.isTTY;
+  let lastPct = -1;
+  const report = mergeToFile({
+    model: values.model,
+    configs: values.config,
+    loras: values.lora.map(parseLoraSpec),
+    out: values.out,
+    format: values.format,
+    dtype: values.dtype as 'keep',
+    tokenizerDir: values.tokenizer,
+    overwrite: values.force,
+    onStatus: (line) => process.stderr.write(`${line}\n`),
+    onProgress: (done, total) => {
+      const pct = Math.floor((100 * done) / total);
+      if (pct === lastPct) return;
+      lastPct = pct;
+      if (tty) process.stderr.write(`\rwriting ${done}/${total} tensors (${pct}%)${done === total ? '\n' : ''}`);
+      else if (pct % 25 === 0) process.stderr.write(`writing ${done}/${total} tensors (${pct}%)\n`);
+    },
+  });
+  for (const a of report.adapters) if (a.unmatchedKeys) process.stderr.write(`warning: ${a.match}\n`);
+  process.stderr.write(`fused ${report.fusedWeights} weights; wrote ${report.out}\n`);
+  return 0;
+}
