@@ -12,6 +12,7 @@ import { LikenessStore } from '../../../src/safety/likeness/store.ts';
 import { ImageSafetyChecks, checkInitImage, checkOutputImage } from '../../../src/safety/output/checks.ts';
 import { FaceAnalyzer, humanPackageDir } from '../../../src/safety/output/faces.ts';
 import type { RgbImage } from '../../../src/safety/output/image.ts';
+import { loadTf } from '../../../src/safety/output/tfjs.ts';
 import { checkerboard, flatColour, gradient, PERSON_A, PERSON_B, rasterize, renderFace, shapesSvg, toPng } from './synthetic.ts';
 
 /** Mean absolute difference between horizontal neighbours: what a blur removes. */
@@ -184,6 +185,19 @@ describe('image safety checks with the bundled models', () => {
     expect(drawn.scores.faces).toHaveLength(1);
     expect(drawn.scores.photo).toBeLessThan(checks.options.photoThreshold);
     expect(drawn).toMatchObject({ verdict: 'pass', photographicFace: false });
+  });
+
+  it('leave no tensors behind, so a long-running server does not grow', async () => {
+    const tf = await loadTf();
+    const face = await renderFace(PERSON_A);
+    const plain = gradient(256, 256);
+    await checks.checkOutput(face, { intensity: 1 });
+    const before = tf.memory().numTensors;
+    for (let i = 0; i < 3; i++) {
+      await checks.checkOutput(face, { intensity: 1 });
+      await checks.checkOutput(plain, { intensity: 0 });
+    }
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   it('reject a buffer that does not match its dimensions', async () => {
