@@ -60,7 +60,7 @@ export async function waitForJob(base: string, key: string, id: string, timeoutM
     const job = (await r.json()) as Record<string, unknown>;
     if (['succeeded', 'failed', 'cancelled'].includes(job.state as string)) return job;
     if (Date.now() > until) throw new Error(`job ${id} still ${String(job.state)} after ${timeoutMs} ms`);
-    await new Promise((res) => setTimeout(res, 20));
+    await new Promise((res) => setTimeout(res, 100));
   }
 }
 
