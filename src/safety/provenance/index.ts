@@ -8,7 +8,7 @@ import type { X509Certificate } from '@peculiar/x509';
 import { RedlineError } from '../../errors.ts';
 import { checkC2pa, signPng, type C2paReport, type GenerationRecord } from './c2pa.ts';
 import type { SigningIdentity } from './identity.ts';
-import { insertChunksBeforeImageData, isPng, itxtChunk, readTextChunks, textChunk } from './png.ts';
+import { insertChunksBeforeImageData, isPng, itxtChunk, readChunks, readTextChunks, textChunk } from './png.ts';
 import { bitsToBytes, bytesToBits, decodeWatermark, DEFAULT_WATERMARK_SCALE, embedWatermark, MIN_WATERMARK_PIXELS, type RgbImage } from './watermark.ts';
 import { buildXmpPacket, readDigitalSourceType, TRAINED_ALGORITHMIC_MEDIA, XMP_KEYWORD } from './xmp.ts';
 
@@ -44,6 +44,10 @@ async function decodePixels(image: Uint8Array): Promise<RgbImage> {
 /** Marks a PNG Redline produced. Returns the new file; the input is not modified. */
 export async function applyProvenance(png: Uint8Array, input: ProvenanceInput): Promise<Buffer> {
   if (!isPng(png)) throw new RedlineError('not_png', 'Provenance marks are written into PNG files only.', 'Encode the image as PNG first.');
+  if (readChunks(png).some((c) => c.type === 'caBX')) {
+    // Re-marking would stack a second watermark on the first and drop the first manifest.
+    throw new RedlineError('c2pa_already_signed', 'The PNG already carries a C2PA manifest.', 'Mark an image once, when Redline writes it.');
+  }
   let base: Uint8Array = png;
   let watermark: GenerationRecord['watermark'];
   if (input.payload !== null) {
@@ -96,6 +100,36 @@ export interface CheckOptions {
   expectedPayload?: Uint8Array;
 }
 
+function readWatermark(pixels: RgbImage, bits: number, scale: number | undefined, expectedPayload: Uint8Array | undefined): WatermarkReport {
+  const reading = decodeWatermark(pixels, bits, { scale: scale ?? DEFAULT_WATERMARK_SCALE });
+  const report: WatermarkReport = {
+    checked: true,
+    present: reading.present,
+    bits,
+    payloadHex: Buffer.from(bitsToBytes(reading.bits)).toString('hex'),
+    agreement: Number(reading.agreement.toFixed(3)),
+    offPeriodAgreement: Number(reading.offPeriodAgreement.toFixed(3)),
+  };
+  if (expectedPayload) {
+    const expected = bytesToBits(expectedPayload);
+    report.bitErrors = expected.reduce((n, b, i) => n + (b !== reading.bits[i] ? 1 : 0), 0) + Math.abs(expected.length - bits);
+  }
+  return report;
+}
+
+async function watermarkOf(file: Uint8Array, width: number, height: number, bits: number, scale: number | undefined, expectedPayload: Uint8Array | undefined): Promise<WatermarkReport> {
+  if (width * height < MIN_WATERMARK_PIXELS) {
+    return { checked: false, present: false, bits, reason: `image is ${width}x${height}; the dwtDct watermark needs 256x256 or more` };
+  }
+  let pixels: RgbImage;
+  try {
+    pixels = await decodePixels(file);
+  } catch (e) {
+    return { checked: false, present: false, bits, reason: `pixels cannot be decoded: ${(e as Error).message}` };
+  }
+  return readWatermark(pixels, bits, scale, expectedPayload);
+}
+
 /** Reports every mark found in an image file (PNG, or any format sharp reads for the watermark). */
 export async function checkProvenance(file: Uint8Array, options: CheckOptions = {}): Promise<ProvenanceReport> {
   let meta: Metadata;
@@ -112,26 +146,10 @@ export async function checkProvenance(file: Uint8Array, options: CheckOptions = 
   const c2pa = png ? await checkC2pa(new Uint8Array(file), options.trustAnchors ?? []) : { present: false, signatureValid: false, hashBindingValid: false, valid: false, trusted: false, failures: [] };
 
   const bits = c2pa.generation?.watermark?.bits ?? options.watermarkBits ?? (options.expectedPayload ? options.expectedPayload.length * 8 : undefined) ?? DEFAULT_WATERMARK_BITS;
-  let watermark: WatermarkReport;
   const width = meta.width ?? 0;
   const height = meta.height ?? 0;
-  if (width * height < MIN_WATERMARK_PIXELS) {
-    watermark = { checked: false, present: false, bits, reason: `image is ${width}x${height}; the dwtDct watermark needs 256x256 or more` };
-  } else {
-    const reading = decodeWatermark(await decodePixels(file), bits, { scale: c2pa.generation?.watermark?.scale ?? DEFAULT_WATERMARK_SCALE });
-    watermark = {
-      checked: true,
-      present: reading.present,
-      bits,
-      payloadHex: Buffer.from(bitsToBytes(reading.bits)).toString('hex'),
-      agreement: Number(reading.agreement.toFixed(3)),
-      offPeriodAgreement: Number(reading.offPeriodAgreement.toFixed(3)),
-    };
-    if (options.expectedPayload) {
-      const expected = bytesToBits(options.expectedPayload);
-      watermark.bitErrors = expected.reduce((n, b, i) => n + (b !== reading.bits[i] ? 1 : 0), 0) + Math.abs(expected.length - bits);
-    }
-  }
+  const scale = c2pa.generation?.watermark?.scale;
+  const watermark = await watermarkOf(file, width, height, bits, scale, options.expectedPayload);
   return {
     format: meta.format ?? 'unknown',
     width,
