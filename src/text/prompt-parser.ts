@@ -211,3 +211,30 @@ export function extractExtraNetworks(prompt: string): ExtractedNetworks {
   });
   return { prompt: cleaned, loras, others };
 }
+
+/** One part of an A1111 composable prompt ("a AND b:0.5") and its CFG weight. */
+export interface SubPrompt {
+  text: string;
+  weight: number;
+}
+
+// \bAND\b with Python's Unicode \b.
+const AND_SPLIT = new RegExp(`(?<![${PY_WORD}])AND(?![${PY_WORD}])`, 'u');
+// ^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$ with Python's \s and \d.
+const SUBPROMPT_WEIGHT = new RegExp(
+  `^([^]*?)(?:[${PY_WS}]*:[${PY_WS}]*([-+]?(?:\\p{Nd}+\\.?|\\p{Nd}*\\.\\p{Nd}+)))?[${PY_WS}]*$`, 'u');
+
+/**
+ * A1111's get_multicond_prompt_list for one prompt: split at the word AND, and read a
+ * trailing ":number" of each part as its weight (1.0 without). This applies to every
+ * prompt, AND or not: "a cat:1.2" is the text "a cat" with weight 1.2. The sampler
+ * combines the parts as uncond + sum(weight_i * cfg * (cond_i - uncond)).
+ */
+export function parseSubPrompts(prompt: string): SubPrompt[] {
+  return prompt.split(AND_SPLIT).map((part) => {
+    const m = SUBPROMPT_WEIGHT.exec(part)!;
+    const weightText = m[2];
+    if (weightText === undefined) return { text: m[1]!, weight: 1.0 };
+    return { text: m[1]!, weight: pythonFloat(weightText)! };
+  });
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { extractExtraNetworks, parsePromptAttention, pythonFloat } from '../../src/text/prompt-parser.ts';
+import { extractExtraNetworks, parsePromptAttention, parseSubPrompts, pythonFloat } from '../../src/text/prompt-parser.ts';
 import { RedlineError } from '../../src/errors.ts';
 
 const pairs = (prompt: string) => parsePromptAttention(prompt).map((p) => [p.text, p.weight]);
@@ -136,5 +136,23 @@ describe('extractExtraNetworks: A1111 extra-network tags', () => {
     expect(() => extractExtraNetworks('<lora:a:inf>')).toThrow(/finite/);
     expect(() => extractExtraNetworks('<lora:te=1>')).toThrow(/names no LoRA/);
     expect(() => extractExtraNetworks('<lora:a:1:1:big>')).toThrow(/dyn/);
+  });
+});
+
+describe('parseSubPrompts: A1111 composable prompts (get_multicond_prompt_list)', () => {
+  it('no AND, no weight: the prompt itself with weight 1', () => {
+    expect(parseSubPrompts('a cat, oil painting')).toEqual([{ text: 'a cat, oil painting', weight: 1 }]);
+  });
+  it('AND splits; a trailing :number is the part weight; trailing spaces go, leading ones stay', () => {
+    expect(parseSubPrompts('a cat AND a dog:0.5')).toEqual([{ text: 'a cat', weight: 1 }, { text: ' a dog', weight: 0.5 }]);
+    expect(parseSubPrompts('a cat : 1.5 AND a dog :.7  ')).toEqual([{ text: 'a cat', weight: 1.5 }, { text: ' a dog', weight: 0.7 }]);
+  });
+  it('a trailing weight applies without AND too', () => {
+    expect(parseSubPrompts('a cat:1.2')).toEqual([{ text: 'a cat', weight: 1.2 }]);
+    expect(parseSubPrompts('a cat:-1')).toEqual([{ text: 'a cat', weight: -1 }]);
+  });
+  it('emphasis weights are not part weights; AND must be a whole upper-case word', () => {
+    expect(parseSubPrompts('(a cat:1.2)')).toEqual([{ text: '(a cat:1.2)', weight: 1 }]);
+    expect(parseSubPrompts('SANDY and ANDES')).toEqual([{ text: 'SANDY and ANDES', weight: 1 }]);
   });
 });
