@@ -1,0 +1,85 @@
+import { createWriteStream, existsSync } from 'node:fs';
+import { once } from 'node:events';
+import { parseArgs } from 'node:util';
+import { RedlineError } from '../../errors.ts';
+import { AuditLog, canonicalJson } from '../../safety/audit/audit-log.ts';
+
+export const summary = 'verify or export the hash-chained audit log';
+
+const HELP = `Usage:
+  redline audit verify [--db FILE] [--expect-head SEQ:HASH]
+  redline audit export --out FILE.jsonl [--db FILE]
+
+verify   recomputes the hash chain; exits 1 and names every edited, deleted, reordered or
+         truncated row. Prints the head (SEQ:HASH): keep it elsewhere and pass it back with
+         --expect-head to detect a rewrite of the whole file.
+export   writes one JSON object per row (seq, ts, kind, event, prev_hash, hash).
+
+--db FILE  the audit database (default: $REDLINE_AUDIT_DB, else ./redline-audit.sqlite)`;
+
+function dbPath(given: string | undefined): string {
+  const path = given ?? process.env.REDLINE_AUDIT_DB ?? 'redline-audit.sqlite';
+  if (!existsSync(path)) {
+    throw new RedlineError('audit_missing', `Audit log ${path} does not exist.`, 'Pass --db FILE or set REDLINE_AUDIT_DB.');
+  }
+  return path;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      db: { type: 'string' },
+      out: { type: 'string' },
+      'expect-head': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const [sub, ...rest] = positionals;
+  if (rest.length) throw new RedlineError('bad_args', `Unexpected argument '${rest[0]}'.`, 'See `redline audit --help`.');
+  if (sub === 'verify') {
+    let expect: { seq: number; hash: string } | undefined;
+    if (values['expect-head']) {
+      const m = /^(\d+):([0-9a-f]{64})$/.exec(values['expect-head']);
+      if (!m) throw new RedlineError('bad_args', '--expect-head takes SEQ:HASH as printed by an earlier verify.');
+      expect = { seq: Number(m[1]), hash: m[2]! };
+    }
+    const log = new AuditLog(dbPath(values.db));
+    try {
+      const r = log.verify(expect);
+      for (const p of r.problems) console.log(`row ${p.seq}: ${p.problem}: ${p.message}`);
+      console.log(`${r.ok ? 'OK' : 'TAMPERED'}: ${r.rows} rows, head ${r.headSeq}:${r.headHash}`);
+      return r.ok ? 0 : 1;
+    } finally {
+      log.close();
+    }
+  }
+  if (sub === 'export') {
+    if (!values.out) throw new RedlineError('bad_args', 'audit export needs --out FILE.jsonl.');
+    if (existsSync(values.out)) {
+      throw new RedlineError('output_exists', `${values.out} already exists.`, 'Choose another --out file or remove it first.');
+    }
+    const log = new AuditLog(dbPath(values.db));
+    const out = createWriteStream(values.out, { flags: 'wx' });
+    let n = 0;
+    try {
+      for (const row of log.rows()) {
+        const line = canonicalJson({ seq: row.seq, ts: row.ts, kind: row.kind, event: row.event, prev_hash: row.prevHash, hash: row.hash });
+        if (!out.write(`${line}\n`)) await once(out, 'drain');
+        n++;
+      }
+    } finally {
+      log.close();
+      out.end();
+      await once(out, 'close');
+    }
+    console.error(`exported ${n} rows to ${values.out}`);
+    return 0;
+  }
+  throw new RedlineError('bad_args', sub ? `Unknown audit subcommand '${sub}'.` : 'Missing audit subcommand.', 'Use `redline audit verify` or `redline audit export --out FILE.jsonl`.');
+}

@@ -1,0 +1,192 @@
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, extname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { RedlineError } from '../../errors.ts';
+import { fileHashes, modelShortHash } from '../../models/checkpoint/hash.ts';
+import { Generator, resolveRequest } from '../../pipeline/generate.ts';
+import { decodeImage, encodePng } from '../../pipeline/image.ts';
+import { generationInfotext } from '../../pipeline/infotext.ts';
+import { StableDiffusionModel } from '../../pipeline/model.ts';
+import { PROVIDERS, type Provider } from '../../runtime/session.ts';
+import { checkRngSource, SAMPLER_NAMES } from '../../sampling/index.ts';
+import { applyProvenance, loadSigningIdentity } from '../../safety/provenance/index.ts';
+import { ProgressBar } from '../progress.ts';
+
+export const summary = 'generate images (txt2img, or img2img with --init-image)';
+
+const HELP = `Usage: redline generate --prompt TEXT [options]
+
+  --model PATH          SD 1.5 checkpoint: diffusers folder or single-file .safetensors
+  --tokenizer DIR       folder with vocab.json + merges.txt (single files carry none)
+  --prompt TEXT         prompt, A1111 syntax: (word:1.2), [word], BREAK, <lora:name:w>
+  --negative TEXT       negative prompt
+  --sampler NAME        ${SAMPLER_NAMES.join(', ')} (default Euler a)
+  --steps N             sampling steps (default 20)
+  --cfg X               classifier-free guidance scale (default 7)
+  --seed N              seed, -1 for random (default -1); image i of a batch uses seed+i
+  --rng cpu|gpu         A1111 seed mode: torch CPU or CUDA generator (default gpu)
+  --width W --height H  multiples of 8 (default 512x512)
+  --batch N             images per batch (default 1)
+  --batch-count N       batches run one after another (default 1)
+  --clip-skip N         A1111 clip skip (default 1)
+  --init-image FILE     img2img: PNG/JPEG/WebP init image (resized to W x H)
+  --strength S          img2img denoising strength in (0, 1] (default 0.75)
+  --device NAME         ${PROVIDERS.join(', ')} (default cpu)
+  --allow-cpu-fallback  use the CPU when the device cannot start
+  --out FILE|DIR        a .png file (one image) or a folder (default outputs/)
+  --json                print a JSON result on stdout`;
+
+function num(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new RedlineError('bad_option', `--${name} must be a number, got "${v}".`);
+  return n;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      tokenizer: { type: 'string' },
+      prompt: { type: 'string' },
+      negative: { type: 'string', default: '' },
+      sampler: { type: 'string', default: 'Euler a' },
+      steps: { type: 'string' },
+      cfg: { type: 'string' },
+      seed: { type: 'string' },
+      rng: { type: 'string', default: 'gpu' },
+      width: { type: 'string' },
+      height: { type: 'string' },
+      batch: { type: 'string' },
+      'batch-count': { type: 'string' },
+      'clip-skip': { type: 'string' },
+      'init-image': { type: 'string' },
+      strength: { type: 'string' },
+      device: { type: 'string', default: 'cpu' },
+      'allow-cpu-fallback': { type: 'boolean', default: false },
+      out: { type: 'string', default: 'outputs' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (values.prompt === undefined) throw new RedlineError('missing_option', '--prompt is required.', 'See redline generate --help.');
+  const modelPath = values.model ?? defaultModelPath();
+  if (!PROVIDERS.includes(values.device as Provider)) {
+    throw new RedlineError('bad_option', `Unknown device "${values.device}".`, `Use one of ${PROVIDERS.join(', ')}.`);
+  }
+  const width = num(values.width, 'width');
+  const height = num(values.height, 'height');
+  let initImage;
+  if (values['init-image']) {
+    const w = width ?? 512;
+    const h = height ?? 512;
+    initImage = await decodeImage(resolve(values['init-image']), { width: w, height: h });
+  }
+  // Validate everything before the (slow) model load.
+  const request = resolveRequest({
+    prompt: values.prompt,
+    negativePrompt: values.negative,
+    sampler: values.sampler,
+    ...opt('steps', num(values.steps, 'steps')),
+    ...opt('cfgScale', num(values.cfg, 'cfg')),
+    ...opt('seed', num(values.seed, 'seed')),
+    rng: checkRngSource(values.rng),
+    ...opt('width', width),
+    ...opt('height', height),
+    ...opt('batchSize', num(values.batch, 'batch')),
+    ...opt('batchCount', num(values['batch-count'], 'batch-count')),
+    ...opt('clipSkip', num(values['clip-skip'], 'clip-skip')),
+    ...(initImage ? { initImage, strength: num(values.strength, 'strength') ?? 0.75 } : {}),
+  });
+  if (request.loraTags.length > 0) {
+    throw new RedlineError('lora_unavailable', `The prompt names LoRA adapters (${request.loraTags.map((t) => t.name).join(', ')}), which redline generate does not apply yet.`,
+      'Fuse them into the model with redline merge, or remove the tags.');
+  }
+
+  const loadStart = Date.now();
+  const model = await StableDiffusionModel.load(modelPath, {
+    ...(values.tokenizer ? { tokenizerDir: values.tokenizer } : {}),
+    provider: values.device as Provider,
+    allowFallback: values['allow-cpu-fallback'],
+    onProgress: (what) => {
+      if (!values.json) process.stderr.write(`loading ${what}...\n`);
+    },
+  });
+  const loadSeconds = (Date.now() - loadStart) / 1000;
+  try {
+    const hashes = statSync(modelPath).isFile() ? await fileHashes(modelPath) : null;
+    const total = request.steps * request.batchCount;
+    const bar = new ProgressBar('sampling', Math.max(1, request.strength ? Math.trunc(request.steps * request.strength) * request.batchCount : total), 'step');
+    let done = 0;
+    const genStart = Date.now();
+    const images = await new Generator(model).generate(request, {
+      onStep: () => {
+        done++;
+        bar.update(done);
+      },
+    });
+    bar.finish();
+    const seconds = (Date.now() - genStart) / 1000;
+    const identity = await loadSigningIdentity();
+    const outPath = resolve(values.out);
+    const single = extname(outPath).toLowerCase() === '.png';
+    if (single && images.length > 1) {
+      throw new RedlineError('bad_option', `--out ${values.out} names one file but ${images.length} images were made.`, 'Give a folder instead.');
+    }
+    mkdirSync(single ? dirname(outPath) : outPath, { recursive: true });
+    const results = [];
+    for (const img of images) {
+      const infotext = generationInfotext({
+        prompt: values.prompt,
+        negativePrompt: values.negative,
+        steps: request.steps,
+        sampler: request.sampler,
+        cfgScale: request.cfgScale,
+        seed: img.seed,
+        width: request.width,
+        height: request.height,
+        ...(hashes ? { modelHash: modelShortHash(hashes) } : {}),
+        model: model.name,
+        ...(request.strength !== undefined ? { denoisingStrength: request.strength } : {}),
+        clipSkip: request.clipSkip,
+        rng: request.rng,
+      });
+      const png = await applyProvenance(await encodePng(img.image), {
+        infotext,
+        modelHash: hashes ? `sha256:${hashes.sha256}` : `folder:${model.name}`,
+        adapterHashes: {},
+        payload: img.image.width * img.image.height >= 256 * 256 ? Buffer.from('RDLN01', 'ascii') : null,
+        identity,
+      });
+      const file = single ? outPath : join(outPath, `${String(img.index).padStart(5, '0')}-${img.seed}.png`);
+      writeFileSync(file, png);
+      results.push({ path: file, seed: img.seed, infotext });
+      if (!values.json) console.error(`wrote ${file}`);
+    }
+    if (values.json) {
+      console.log(JSON.stringify({ images: results, provider: model.provider, loadSeconds, seconds, secondsPerStep: seconds / Math.max(1, done) }));
+    } else {
+      console.error(`${images.length} image(s) in ${seconds.toFixed(1)} s (${(seconds / Math.max(1, done)).toFixed(2)} s/step, model load ${loadSeconds.toFixed(1)} s, ${model.provider})`);
+    }
+    return 0;
+  } finally {
+    await model.release();
+  }
+}
+
+function opt<K extends string, V>(key: K, v: V | undefined): { [P in K]?: V } {
+  return (v === undefined ? {} : { [key]: v }) as { [P in K]?: V };
+}
+
+/** The embedded default model shipped in the repository, once it exists. */
+function defaultModelPath(): string {
+  const embedded = resolve(dirname(new URL(import.meta.url).pathname), '..', '..', '..', 'models', 'redline-tiny');
+  if (existsSync(join(embedded, 'model_index.json'))) return embedded;
+  throw new RedlineError('model_missing', 'No model given and no embedded default model is installed.',
+    'Pass --model PATH: an SD 1.5 diffusers folder or a single-file .safetensors checkpoint (with --tokenizer DIR).');
+}
