@@ -21,6 +21,10 @@ const END_OF_WORD = '</w>';
 const WS = '\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
 const WHITESPACE_RUN = new RegExp(`[${WS}]+`, 'gu');
 const CLIP_SPLIT = new RegExp(`'s|'t|'re|'ve|'m|'ll|'d|\\p{L}+|\\p{N}|[^${WS}\\p{L}\\p{N}]+`, 'gu');
+// Special tokens are split out of the raw text before normalization, each side tokenized on
+// its own (golden cases '<|startoftext|>a cat<|endoftext|>', 'a<|endoftext|>b'). Matching is
+// case-sensitive, as for transformers' special tokens (normalized=false); the golden set
+// has no upper-case spelling to confirm that.
 const SPECIAL_TOKENS = /<\|startoftext\|>|<\|endoftext\|>/g;
 const CAPITAL_SIGMA = '\u03a3';
 
