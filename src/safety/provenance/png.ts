@@ -96,7 +96,6 @@ function checkKeyword(keyword: string): void {
 }
 
 function isLatin1(text: string): boolean {
-  // eslint-disable-next-line no-control-regex
   return /^[\x00-\xff]*$/.test(text) && !text.includes('\0');
 }
 
