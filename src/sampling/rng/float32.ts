@@ -4,32 +4,22 @@ const bitsF = new Float32Array(1);
 const bitsU = new Uint32Array(bitsF.buffer);
 
 /**
- * Single-rounding float fused multiply-add. a*b of two floats is exact in a double; the
- * sum's double rounding is corrected when it lands on a float tie.
+ * Single-rounding float fused multiply-add. a*b of two floats is exact in a double, so
+ * the only error is the double rounding of the sum, which matters only when the double
+ * sum lands exactly on a tie between two floats.
  */
 export function fmaF(a: number, b: number, c: number): number {
   const p = a * b;
   const s = p + c;
   const r = f(s);
+  if (r === s) return r;
+  // The float on the other side of s if s is their midpoint.
+  const other = r + 2 * (s - r);
+  if (f(other) !== other) return r;
   const bb = s - p;
   const err = (p - (s - bb)) + (c - bb);
-  if (err === 0 || r === s) return r;
-  // s was not representable; only a tie between two floats can round the wrong way.
-  const other = s > r ? nextUpF(r) : nextDownF(r);
-  if (Math.abs(other - s) !== Math.abs(r - s)) return r;
+  if (err === 0) return r;
   return (err > 0) === (other > r) ? other : r;
-}
-
-function nextUpF(x: number): number {
-  bitsF[0] = x;
-  if (x >= 0) bitsU[0] = bitsU[0]! + 1; else bitsU[0] = bitsU[0]! - 1;
-  return bitsF[0]!;
-}
-
-function nextDownF(x: number): number {
-  bitsF[0] = x;
-  if (x > 0) bitsU[0] = bitsU[0]! - 1; else if (x === 0) bitsU[0] = 0x80000001; else bitsU[0] = bitsU[0]! + 1;
-  return bitsF[0]!;
 }
 
 /** float a*b rounded toward zero (CUDA's FMUL.RZ). */

@@ -11,14 +11,10 @@ const W1 = 0xbb67ae85;
 
 /** High and low 32-bit words of a 32x32-bit product, exact (no float rounding). */
 function mulhilo(a: number, b: number, out: Uint32Array, hiIdx: number, loIdx: number): void {
-  const aH = a >>> 16, aL = a & 0xffff, bH = b >>> 16, bL = b & 0xffff;
-  const ll = aL * bL;
-  const mid1 = aH * bL;
-  const mid2 = aL * bH;
-  const hh = aH * bH;
-  const midSum = (ll >>> 16) + (mid1 & 0xffff) + (mid2 & 0xffff);
-  out[loIdx] = ((midSum & 0xffff) << 16) | (ll & 0xffff);
-  out[hiIdx] = hh + (mid1 >>> 16) + (mid2 >>> 16) + Math.floor(midSum / 65536);
+  const low16 = (a & 0xffff) * b;
+  const upper = (a >>> 16) * b + Math.floor(low16 / 65536);
+  out[hiIdx] = Math.floor(upper / 65536);
+  out[loIdx] = Math.imul(a, b);
 }
 
 const scratch = new Uint32Array(4);
@@ -104,11 +100,10 @@ export class TorchCudaGenerator {
       for (let call = 0; call < callsPerThread; call++) {
         const first = t + call * stride * UNROLL;
         if (first >= n) break;
-        this.normal4(t, baseCounter + call);
-        for (let k = 0; k < UNROLL; k++) {
-          const idx = first + k * stride;
-          if (idx < n) out[idx] = this.normals[k]!;
-        }
+        // Unused lanes (idx >= n) are skipped: they only cost time, not stream position.
+        const lanes = Math.min(UNROLL, Math.floor((n - 1 - first) / stride) + 1);
+        this.normal4(t, baseCounter + call, lanes);
+        for (let k = 0; k < lanes; k++) out[first + k * stride] = this.normals[k]!;
       }
     }
     this.offset += callsPerThread * UNROLL;
@@ -116,7 +111,7 @@ export class TorchCudaGenerator {
   }
 
   /** curand_normal4 for subsequence `thread` at 128-bit counter position `counter`. */
-  private normal4(thread: number, counter: number): void {
+  private normal4(thread: number, counter: number, lanes: number): void {
     const c = this.ctr;
     c[0] = counter % 4294967296;
     c[1] = Math.floor(counter / 4294967296);
@@ -125,7 +120,7 @@ export class TorchCudaGenerator {
     philox4x32(c, this.key0, this.key1, this.words);
     const w = this.words;
     boxMullerCurand(w[0]!, w[1]!, this.normals, 0);
-    boxMullerCurand(w[2]!, w[3]!, this.normals, 2);
+    if (lanes > 2) boxMullerCurand(w[2]!, w[3]!, this.normals, 2);
   }
 }
 
