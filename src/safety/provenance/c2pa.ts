@@ -79,6 +79,8 @@ export async function signPng(png: Uint8Array<ArrayBuffer>, record: GenerationRe
     defaultHashAlgorithm: 'SHA-256',
     signer: identity.signer,
   });
+  manifest.claim!.claimGeneratorName = SOFTWARE_AGENT;
+  manifest.claim!.claimGeneratorVersion = softwareVersion;
   manifest.signature = Signature.create(identity.signer, SIGNATURE_PADDING);
   const actions = new ActionAssertion();
   actions.actions = [

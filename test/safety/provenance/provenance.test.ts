@@ -50,7 +50,11 @@ async function c2paNodeRead(file: Buffer, trustCaPem?: string) {
   expect(reader).not.toBeNull();
   return reader!.json() as unknown as {
     active_manifest: string;
-    manifests: Record<string, { assertions: { label: string; data: Record<string, unknown> }[]; signature_info: { common_name: string; alg: string } }>;
+    manifests: Record<string, {
+      assertions: { label: string; data: Record<string, unknown> }[];
+      signature_info: { common_name: string; alg: string };
+      claim_generator_info: { name: string; version?: string }[];
+    }>;
     validation_state: string;
     validation_results: { activeManifest: { success: { code: string }[]; failure: { code: string }[] } };
   };
@@ -145,6 +149,7 @@ describe('applyProvenance + checkProvenance', () => {
     expect(trusted.validation_results.activeManifest.failure).toEqual([]);
     const manifest = trusted.manifests[trusted.active_manifest]!;
     expect(manifest.signature_info).toMatchObject({ common_name: 'Redline local signer', alg: 'Es256' });
+    expect(manifest.claim_generator_info).toEqual([{ name: 'Redline', version: expect.stringMatching(/^\d+\.\d+\.\d+/) }]);
     const actions = manifest.assertions.find((a) => a.label === 'c2pa.actions.v2')!.data as { actions: { action: string; digitalSourceType: string; softwareAgent: { name: string } }[] };
     expect(actions.actions[0]).toMatchObject({ action: 'c2pa.created', digitalSourceType: IPTC_TRAINED, softwareAgent: { name: 'Redline' } });
     const redline = manifest.assertions.find((a) => a.label === 'org.redline.generation')!.data;
