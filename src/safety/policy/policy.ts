@@ -154,7 +154,7 @@ export function validatePolicy(doc: Json, source: string): Policy {
   if (!Array.isArray(gi.levels) || gi.levels.length !== 4) {
     c.fail('policy.categories.graphic_injury.levels', `expected a list of 4 levels (0..3), got ${describe(gi.levels)}${Array.isArray(gi.levels) ? ` of ${gi.levels.length}` : ''}.`);
   }
-  const levels = gi.levels.map((lv: Json, i: number) => {
+  const levels = (gi.levels as Json[]).map((lv: Json, i: number) => {
     const path = `policy.categories.graphic_injury.levels[${i}]`;
     const o = c.object(lv, path, ['level', 'adapterStrength', 'cfgScaleMax', 'sldWhenClamped']);
     if (o.level !== i) c.fail(`${path}.level`, `expected ${i} (levels are listed 0, 1, 2, 3 in order), got ${describe(o.level)}.`);
@@ -176,11 +176,11 @@ export function validatePolicy(doc: Json, source: string): Policy {
   }
 
   // Roles.
-  const rolesIn = root.roles;
-  if (typeof rolesIn !== 'object' || rolesIn === null || Array.isArray(rolesIn)) c.fail('policy.roles', `expected a mapping, got ${describe(rolesIn)}.`);
+  if (typeof root.roles !== 'object' || root.roles === null || Array.isArray(root.roles)) c.fail('policy.roles', `expected a mapping, got ${describe(root.roles)}.`);
+  const rolesIn = root.roles as Record<string, Json>;
   const roles: Record<string, RolePolicy> = {};
   for (const r of REQUIRED_ROLES) if (!(r in rolesIn)) c.fail(`policy.roles.${r}`, 'missing.', `Every policy defines ${REQUIRED_ROLES.join(', ')}.`);
-  for (const [name, v] of Object.entries(rolesIn as Record<string, Json>)) {
+  for (const [name, v] of Object.entries(rolesIn)) {
     const path = `policy.roles.${name}`;
     if (!/^[a-z][a-z0-9_-]{0,31}$/.test(name)) c.fail(path, 'role names are lower-case letters, digits, - and _.');
     const o = c.object(v, path, ['maxIntensity', 'sexual']);
@@ -197,14 +197,14 @@ export function validatePolicy(doc: Json, source: string): Policy {
   // Protected persons.
   const pp = root.protectedPersons ?? [];
   if (!Array.isArray(pp)) c.fail('policy.protectedPersons', `expected a list, got ${describe(pp)}.`);
-  const protectedPersons: ProtectedPerson[] = pp.map((p: Json, i: number) => {
+  const protectedPersons: ProtectedPerson[] = (pp as Json[]).map((p: Json, i: number) => {
     const path = `policy.protectedPersons[${i}]`;
     if (typeof p === 'string') return { name: c.string(p, path) };
     const o = c.object(p, path, ['name', 'aliases']);
     const person: ProtectedPerson = { name: c.string(o.name, `${path}.name`) };
     if (o.aliases !== undefined) {
       if (!Array.isArray(o.aliases)) c.fail(`${path}.aliases`, `expected a list, got ${describe(o.aliases)}.`);
-      person.aliases = o.aliases.map((a: Json, j: number) => c.string(a, `${path}.aliases[${j}]`));
+      person.aliases = (o.aliases as Json[]).map((a: Json, j: number) => c.string(a, `${path}.aliases[${j}]`));
     }
     return person;
   });

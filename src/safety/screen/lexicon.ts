@@ -9,7 +9,7 @@ export type Tag =
   | 'minor' | 'minor_weak' | 'adult' | 'minor_sexual'
   | 'sexual' | 'suggestive' | 'attire' | 'clothing' | 'age_marker'
   | 'sexual_violence' | 'coercion'
-  | 'injury' | 'threat' | 'intensify' | 'soften'
+  | 'injury' | 'injury_care' | 'threat' | 'intensify' | 'soften'
   | 'person' | 'person_title'
   | 'extremist' | 'extremist_org' | 'propaganda' | 'glorify' | 'atrocity' | 'incite_verb' | 'target_group'
   | 'selfharm_imperative' | 'selfharm' | 'selfharm_ambiguous' | 'promote' | 'prevention'
@@ -17,7 +17,7 @@ export type Tag =
 
 const TAGS = new Set<Tag>([
   'minor', 'minor_weak', 'adult', 'minor_sexual', 'sexual', 'suggestive', 'attire', 'clothing', 'age_marker',
-  'sexual_violence', 'coercion', 'injury', 'threat', 'intensify', 'soften', 'person', 'person_title',
+  'sexual_violence', 'coercion', 'injury', 'injury_care', 'threat', 'intensify', 'soften', 'person', 'person_title',
   'extremist', 'extremist_org', 'propaganda', 'glorify', 'atrocity', 'incite_verb', 'target_group',
   'selfharm_imperative', 'selfharm', 'selfharm_ambiguous', 'promote', 'prevention', 'benign',
 ]);

@@ -94,28 +94,56 @@ export interface FoldedText {
 
 /** Characters-level steps over a whole string, with the map back to the original. */
 export function foldText(original: string): FoldedText {
-  const starts: number[] = [];
-  const ends: number[] = [];
+  const n = original.length;
+  // Plain ASCII (most prompts): lower-casing is the only change, offsets are the identity.
+  let ascii = true;
+  for (let i = 0; i < n; i++) {
+    if (original.charCodeAt(i) >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) {
+    const origStart = new Int32Array(n);
+    const origEnd = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      origStart[i] = i;
+      origEnd[i] = i + 1;
+    }
+    return { text: original.toLowerCase(), origStart, origEnd };
+  }
+  let starts = new Int32Array(n + 8);
+  let ends = new Int32Array(n + 8);
+  let len = 0;
   let text = '';
   let i = 0;
-  while (i < original.length) {
+  while (i < n) {
     const cp = original.codePointAt(i)!;
     const width = cp > 0xffff ? 2 : 1;
-    const ch = width === 2 ? original.slice(i, i + 2) : original[i]!;
     let folded: string;
     if (cp < 0x80) {
-      folded = cp >= 65 && cp <= 90 ? String.fromCharCode(cp + 32) : ch;
+      folded = cp >= 65 && cp <= 90 ? String.fromCharCode(cp + 32) : original[i]!;
     } else {
-      folded = foldChar(ch);
+      folded = foldChar(width === 2 ? original.slice(i, i + 2) : original[i]!);
+    }
+    if (len + folded.length > starts.length) {
+      const grow = (a: Int32Array) => {
+        const b = new Int32Array(a.length * 2 + folded.length);
+        b.set(a);
+        return b;
+      };
+      starts = grow(starts);
+      ends = grow(ends);
     }
     for (let k = 0; k < folded.length; k++) {
-      starts.push(i);
-      ends.push(i + width);
+      starts[len] = i;
+      ends[len] = i + width;
+      len++;
     }
     text += folded;
     i += width;
   }
-  return { text, origStart: Int32Array.from(starts), origEnd: Int32Array.from(ends) };
+  return { text, origStart: starts.subarray(0, len), origEnd: ends.subarray(0, len) };
 }
 
 // Leetspeak digits and symbols as the letters they stand for. '1' and '|' can be 'i' or 'l'
@@ -203,19 +231,30 @@ export interface Token {
  * run: "nuuude" matches "nude", "teeen" matches "teen", but "ten" does not match "teen".
  */
 export function squeeze(text: string): { key: string; runs: Uint8Array } {
+  const n = text.length;
+  const runs = new Uint8Array(n);
   let key = '';
-  const runs: number[] = [];
-  let prev = '';
-  for (const ch of text) {
-    if (ch === prev) {
-      runs[runs.length - 1]!++;
+  let k = -1;
+  let prev = -1;
+  let keyStart = 0;
+  let changed = false;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === prev) {
+      if (runs[k]! < 255) runs[k]!++;
+      if (!changed) {
+        key = text.slice(keyStart, i);
+        changed = true;
+      }
     } else {
-      key += ch;
-      runs.push(1);
-      prev = ch;
+      k++;
+      runs[k] = 1;
+      prev = c;
+      if (changed) key += text[i];
     }
   }
-  return { key, runs: Uint8Array.from(runs, (r) => Math.min(r, 255)) };
+  if (!changed) key = text;
+  return { key, runs: runs.subarray(0, k + 1) };
 }
 
 /** Whether `typed` (a token) spells `term` with letters possibly repeated more often. */
@@ -232,6 +271,14 @@ function makeToken(text: string, start: number, end: number): Token {
 const NUMERIC = /^\d+$/;
 const LEADING_NUMBER = /^(\d+)([\p{L}]+)$/u;
 const EDGE_SYMBOLS = /^[!|+]+|[!|+]+$/g;
+
+function isPlainWord(w: string): boolean {
+  for (let k = 0; k < w.length; k++) {
+    const c = w.charCodeAt(k);
+    if (c < 97 || c > 122) return false;
+  }
+  return true;
+}
 
 function isTokenCharAt(text: string, i: number): boolean {
   const c = text.charCodeAt(i);
@@ -257,6 +304,11 @@ export function tokenize(folded: FoldedText): Token[] {
     let j = i + 1;
     while (j < n && isTokenCharAt(text, j)) j++;
     const whole = text.slice(i, j);
+    if (isPlainWord(whole)) {
+      tokens.push(makeToken(whole, origStart[i]!, origEnd[j - 1]!));
+      i = j;
+      continue;
+    }
     // Symbols at the edges are usually punctuation ("kill!"): the main reading drops them,
     // another reading keeps them as letters ("h3nt4!").
     const trimmed = whole.replace(EDGE_SYMBOLS, '');

@@ -39,24 +39,26 @@ export interface RuleResult {
   persons: string[];
 }
 
-const NUMBER_WORDS: Record<string, number> = {
+const NUMBER_WORDS = new Map<string, number>(Object.entries({
   one: 1, two: 2, three: 3, four: 4, five: 5, six: 6, seven: 7, eight: 8, nine: 9, ten: 10, eleven: 11,
   twelve: 12, thirteen: 13, fourteen: 14, fifteen: 15, sixteen: 16, seventeen: 17, eighteen: 18, nineteen: 19,
   twenty: 20, thirty: 30, forty: 40, fifty: 50, sixty: 60, seventy: 70, eighty: 80, ninety: 90,
-};
+}));
 const AGE_UNITS = new Set(['year', 'years', 'yr', 'yrs', 'yo', 'y', 'yearold', 'yearolds']);
 const AGE_LEADS = new Set(['age', 'aged', 'ages']);
 
 function numberAt(tokens: Token[], i: number): { value: number; next: number } | undefined {
   const t = tokens[i];
   if (!t) return undefined;
-  let value: number | undefined = /^\d+$/.test(t.text) ? t.num : NUMBER_WORDS[t.text];
+  const c = t.text.charCodeAt(0);
+  let value: number | undefined = c >= 48 && c <= 57 ? (/^\d+$/.test(t.text) ? t.num : undefined) : NUMBER_WORDS.get(t.text);
   if (value === undefined) return undefined;
   let next = i + 1;
   // "twenty one", "twenty-one"
   const u = tokens[next];
-  if (value >= 20 && value % 10 === 0 && u && NUMBER_WORDS[u.text] !== undefined && NUMBER_WORDS[u.text]! < 10) {
-    value += NUMBER_WORDS[u.text]!;
+  const ones = u ? NUMBER_WORDS.get(u.text) : undefined;
+  if (value >= 20 && value % 10 === 0 && ones !== undefined && ones < 10) {
+    value += ones;
     next++;
   }
   return { value, next };
@@ -145,7 +147,7 @@ interface FieldSignals {
 function groupByTag(f: FieldAnalysis, negation: Set<string>): FieldSignals {
   const by = new Map<Tag, Match[]>();
   for (const m of f.matches) {
-    if ((m.tag === 'injury' || m.tag === 'threat' || m.tag === 'sexual' || m.tag === 'suggestive') && isNegated(f.text, f.tokens, m, negation)) continue;
+    if ((m.tag === 'injury' || m.tag === 'injury_care' || m.tag === 'threat' || m.tag === 'sexual' || m.tag === 'suggestive') && isNegated(f.text, f.tokens, m, negation)) continue;
     if (m.tag === 'person' && isStyleReference(f.tokens, m)) continue;
     (by.get(m.tag) ?? by.set(m.tag, []).get(m.tag)!).push(m);
   }
@@ -231,6 +233,7 @@ export function applyRules(fieldsIn: FieldAnalysis[], ctx: RuleContext): RuleRes
   // Intensity.
   const injury = all(positive, 'injury');
   const threat = all(positive, 'threat');
+  const care = all(positive, 'injury_care');
   let intensity = 0;
   for (const s of injury) intensity = Math.max(intensity, s.level ?? 0);
   const intensitySignals: Signal[] = [...injury];
@@ -244,9 +247,10 @@ export function applyRules(fieldsIn: FieldAnalysis[], ctx: RuleContext): RuleRes
       intensity--;
       intensitySignals.push(...down);
     }
-  } else if (threat.length) {
+  } else if (threat.length || care.length) {
+    // Weapons, fights and treated injuries alone: level 1.
     intensity = 1;
-    intensitySignals.push(...threat);
+    intensitySignals.push(...threat, ...care);
   }
 
   // Minors.
