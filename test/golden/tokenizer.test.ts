@@ -1,3 +1,4 @@
+import { dirname } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { goldenJson, goldenPath } from '../helpers/golden.ts';
 import { promptChunks } from '../../src/text/conditioning.ts';
@@ -16,8 +17,16 @@ interface TokenizerCases {
   cases: TokenizerCase[];
 }
 
-const golden = goldenJson<TokenizerCases>('tokenizer', 'cases.json');
-const tokenizer = loadTokenizer(goldenPath('tokenizer'));
+// The set's files come from its manifest: the cases file, every folder holding a
+// vocab.json (the tokenizer set and the diffusers model's tokenizer/), every diffusers model.
+const files = Object.keys(goldenJson<{ files: Record<string, unknown> }>('manifest.json').files);
+const casesFile = files.find((f) => f.endsWith('/cases.json') && f.startsWith('tokenizer'));
+if (casesFile === undefined) throw new Error('manifest.json lists no tokenizer cases.json');
+const tokenizerDirs = files.filter((f) => f.endsWith('/vocab.json')).map(dirname);
+const diffusersModels = files.filter((f) => f.endsWith('/model_index.json')).map(dirname);
+
+const golden = goldenJson<TokenizerCases>(...casesFile.split('/'));
+const tokenizer = loadTokenizer(goldenPath(dirname(casesFile)));
 
 describe('CLIP tokenizer against transformers CLIPTokenizer', () => {
   it('uses the golden special ids', () => {
@@ -47,11 +56,19 @@ describe('CLIP tokenizer against transformers CLIPTokenizer', () => {
     expect(mismatches).toEqual([]);
   });
 
-  it('finds the same tokenizer in the diffusers model folder', () => {
-    const dir = resolveTokenizerDir({ modelPath: goldenPath('models', 'diffusers') });
-    const fromModel = loadTokenizer(dir);
-    for (const c of golden.cases.slice(0, 20)) {
-      expect(fromModel.encodePadded(c.text)).toEqual(c.input_ids);
+  it('every tokenizer folder of the set gives the same ids', () => {
+    expect(tokenizerDirs.length).toBeGreaterThan(1);
+    for (const dir of tokenizerDirs) {
+      const other = loadTokenizer(goldenPath(dir));
+      const mismatches = golden.cases.filter((c) => JSON.stringify(other.encodePadded(c.text)) !== JSON.stringify(c.input_ids));
+      expect(mismatches.map((c) => `${dir}: ${c.text}`)).toEqual([]);
+    }
+  });
+
+  it('resolveTokenizerDir finds the tokenizer/ of each diffusers model', () => {
+    expect(diffusersModels.length).toBeGreaterThan(0);
+    for (const model of diffusersModels) {
+      expect(resolveTokenizerDir({ modelPath: goldenPath(model) })).toBe(goldenPath(model, 'tokenizer'));
     }
   });
 });
