@@ -54,6 +54,7 @@ export class BullQueue implements JobQueue {
   private readonly events: QueueEvents;
   private readonly publisher: Redis;
   private sink: JobSink | null = null;
+  private sweeper: NodeJS.Timeout | null = null;
 
   constructor(private readonly store: ServiceStore, redisUrl: string, readonly name = DEFAULT_QUEUE_NAME) {
     const connection = { ...parseRedisUrl(redisUrl), maxRetriesPerRequest: null };
@@ -74,36 +75,51 @@ export class BullQueue implements JobQueue {
     await this.events.waitUntilReady();
     await this.queue.waitUntilReady();
     await this.reconcile();
+    // Events are a fast path, not the record: a periodic sweep catches any the server
+    // missed (a Redis reconnect drops the events in between).
+    this.sweeper = setInterval(() => void this.reconcile().catch(() => undefined), 5000);
+    this.sweeper.unref();
   }
 
-  /** Brings jobs that finished (or vanished) while this server was down up to date. */
+  /** Brings jobs that finished (or vanished) while this server was not listening up to date. */
   private async reconcile(): Promise<void> {
     const open = this.store.db.prepare(`SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY seq`).all() as JobRow[];
     for (const row of open) {
       const job = await Job.fromId(this.queue, row.id);
-      if (!job) await this.enqueue(row);
-      else await this.collect(row.id);
+      if (job) {
+        await this.collect(row.id);
+        continue;
+      }
+      // Not in Redis: re-read our row, which may have finished since the list was taken;
+      // only a job still open here and unknown to Redis (lost with a Redis restart) is added
+      // again. Adding an id BullMQ already has is a no-op.
+      const fresh = this.store.getJob(row.id);
+      if (fresh && (fresh.state === 'queued' || fresh.state === 'running')) await this.enqueue(fresh);
     }
   }
 
   private async collect(jobId: string): Promise<void> {
     const sink = this.sink!;
+    const row = this.store.getJob(jobId);
+    if (!row || (row.state !== 'queued' && row.state !== 'running')) return; // already recorded
     const job = await Job.fromId(this.queue, jobId);
     if (!job) return;
     const state = await job.getState();
     if (state === 'completed') {
       sink.outcome(jobId, fromWire(job.returnvalue as WireOutcome));
       sink.stepTimes((job.returnvalue as WireOutcome).stepTimesMs);
-      await job.remove().catch(() => undefined);
     } else if (state === 'failed') {
       if (job.failedReason === 'cancelled by the caller') sink.cancelled(jobId);
       else sink.failed(jobId, job.failedReason || 'worker failed');
-      await job.remove().catch(() => undefined);
     }
   }
 
   async enqueue(job: JobRow): Promise<void> {
-    await this.queue.add('generate', payloadOf(job), { jobId: job.id, attempts: 1, removeOnComplete: false, removeOnFail: false });
+    // Finished jobs stay in Redis for a day so that a late look-up finds them finished
+    // rather than missing (a missing open job is re-added by the sweep).
+    await this.queue.add('generate', payloadOf(job), {
+      jobId: job.id, attempts: 1, removeOnComplete: { age: 86_400 }, removeOnFail: { age: 86_400 },
+    });
   }
 
   async cancelRunning(jobId: string): Promise<void> {
@@ -117,6 +133,7 @@ export class BullQueue implements JobQueue {
   }
 
   async close(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
     await this.events.close();
     await this.queue.close();
     this.publisher.disconnect();
@@ -129,6 +146,8 @@ export interface BullWorkerOptions {
   components: ServiceComponents;
   /** How often active jobs are checked for a dead worker (ms). */
   stalledIntervalMs?: number;
+  /** How long a worker's claim on a job lasts without renewal (ms); renewed at half that. */
+  lockDurationMs?: number;
   log?: (msg: string, extra?: Record<string, unknown>) => void;
 }
 
@@ -170,7 +189,7 @@ export async function startBullWorker(opts: BullWorkerOptions): Promise<{ close(
       concurrency: 1,
       maxStalledCount: MAX_ATTEMPTS - 1,
       stalledInterval: opts.stalledIntervalMs ?? 30_000,
-      lockDuration: opts.stalledIntervalMs ?? 30_000,
+      lockDuration: opts.lockDurationMs ?? 30_000,
     },
   );
   await worker.waitUntilReady();

@@ -92,7 +92,8 @@ export class JobService implements JobSink {
 
   outcome(jobId: string, outcome: ExecutionOutcome): void {
     const row = this.store.getJob(jobId);
-    if (!row) return;
+    // A result can be reported twice (BullMQ event and sweep); only the first counts.
+    if (!row || FINAL.has(row.state)) return;
     for (const b of outcome.blocks) {
       this.store.recordBlock({ caller: row.caller, role: row.role, stage: b.stage, categories: b.categories, reason: b.reason, jobId });
       for (const category of b.categories.length ? b.categories : ['unspecified']) {

@@ -13,7 +13,8 @@ Takes generation jobs from Redis one at a time, with its own model on its own de
   --queue-name NAME    BullMQ queue (default ${DEFAULT_QUEUE_NAME})
   --components MODULE  module exporting createComponents (as for serve)
   --data-dir DIR       passed to the components (model cache, policy)
-  --stalled-ms MS      how soon a dead worker's job is handed out again (default 30000)`;
+  --stalled-ms MS      how often jobs of dead workers are looked for (default 30000)
+  --lock-ms MS         how long a job stays claimed by a silent worker (default 30000)`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -24,6 +25,7 @@ export async function run(argv: string[]): Promise<number> {
       components: { type: 'string' },
       'data-dir': { type: 'string' },
       'stalled-ms': { type: 'string', default: '30000' },
+      'lock-ms': { type: 'string', default: '30000' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -37,6 +39,7 @@ export async function run(argv: string[]): Promise<number> {
     queueName: values['queue-name'],
     components,
     stalledIntervalMs: Number(values['stalled-ms']),
+    lockDurationMs: Number(values['lock-ms']),
     log: (msg, extra) => console.error(JSON.stringify({ time: Date.now(), pid: process.pid, msg, ...extra })),
   });
   console.error(`redline worker: ready (pid ${process.pid}, queue ${values['queue-name']})`);
