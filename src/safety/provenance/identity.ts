@@ -6,9 +6,9 @@
 // identifiers). Validators show such manifests as signed by an untrusted issuer unless
 // the CA (ca.pem) is added to their trust list.
 import { webcrypto } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { CoseAlgorithmIdentifier, type Signer } from '@trustnxt/c2pa-ts/cose';
 import { RedlineError } from '../../errors.ts';
@@ -187,16 +187,33 @@ export async function loadSigningIdentity(options: IdentityOptions = {}): Promis
   const keyFile = join(dir, 'signer.key');
   const caPath = join(dir, 'ca.pem');
   if (!existsSync(chainPath) || !existsSync(keyFile)) {
+    if (existsSync(dir)) {
+      throw new RedlineError('c2pa_identity_incomplete', `${dir} exists but lacks signer.pem or signer.key.`, 'Restore the files, or remove the folder to create a new local identity.');
+    }
+    // Written in a private folder renamed into place, so two processes starting at once
+    // cannot end up with halves of two identities: the second rename fails, and it loads
+    // the first one's.
     const files = await createLocalIdentityFiles();
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    writeFileSync(keyFile, files.keyPem, { mode: 0o600 });
-    chmodSync(keyFile, 0o600);
-    writeFileSync(chainPath, files.chainPem);
-    writeFileSync(caPath, files.caPem);
-    (options.onCreate ?? ((m: string) => process.stderr.write(`${m}\n`)))(
-      `redline: no C2PA signing key configured; created a local signing identity in ${dir} ` +
-        `(self-signed CA, untrusted by other validators). Set REDLINE_C2PA_CERT and REDLINE_C2PA_KEY to sign as your organisation.`,
-    );
+    const parent = dirname(dir);
+    mkdirSync(parent, { recursive: true });
+    const staging = mkdtempSync(join(parent, '.c2pa-'));
+    writeFileSync(join(staging, 'signer.key'), files.keyPem, { mode: 0o600 });
+    writeFileSync(join(staging, 'signer.pem'), files.chainPem);
+    writeFileSync(join(staging, 'ca.pem'), files.caPem);
+    let won = true;
+    try {
+      renameSync(staging, dir);
+    } catch (e) {
+      if (!existsSync(chainPath)) throw e;
+      won = false;
+      rmSync(staging, { recursive: true, force: true });
+    }
+    if (won) {
+      (options.onCreate ?? ((m: string) => process.stderr.write(`${m}\n`)))(
+        `redline: no C2PA signing key configured; created a local signing identity in ${dir} ` +
+          `(self-signed CA, untrusted by other validators). Set REDLINE_C2PA_CERT and REDLINE_C2PA_KEY to sign as your organisation.`,
+      );
+    }
   }
   return loadFromFiles(chainPath, keyFile, 'local', caPath);
 }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -89,6 +89,19 @@ describe('local signing identity', () => {
     const second = await loadSigningIdentity({ dataDir, onCreate: (m) => again.push(m) });
     expect(again).toEqual([]);
     expect(second.certificate.serialNumber).toBe(identity.certificate.serialNumber);
+  });
+
+  it('ends up as one identity when several processes create it at once', async () => {
+    const raceDir = mkdtempSync(join(tmpdir(), 'redline-prov-race-'));
+    try {
+      const messages: string[] = [];
+      const ids = await Promise.all([1, 2, 3].map(() => loadSigningIdentity({ dataDir: raceDir, onCreate: (m) => messages.push(m) })));
+      expect(messages).toHaveLength(1);
+      expect(new Set(ids.map((i) => i.certificate.serialNumber)).size).toBe(1);
+      expect(readdirSync(raceDir)).toEqual(['c2pa']);
+    } finally {
+      rmSync(raceDir, { recursive: true, force: true });
+    }
   });
 
   it('has a leaf certificate with the C2PA profile: end entity, digitalSignature, documentSigning EKU, issued by the local CA', async () => {
