@@ -44,8 +44,15 @@ const NUMBER_WORDS = new Map<string, number>(Object.entries({
   twelve: 12, thirteen: 13, fourteen: 14, fifteen: 15, sixteen: 16, seventeen: 17, eighteen: 18, nineteen: 19,
   twenty: 20, thirty: 30, forty: 40, fifty: 50, sixty: 60, seventy: 70, eighty: 80, ninety: 90,
 }));
+// Compared by repeated-letter key so "yeeears" still reads as "years".
 const AGE_UNITS = new Set(['year', 'years', 'yr', 'yrs', 'yo', 'y', 'yearold', 'yearolds']);
 const AGE_LEADS = new Set(['age', 'aged', 'ages']);
+const OLD = new Set(['old', 'olds']);
+
+function reads(t: Token | undefined, keys: Set<string>): boolean {
+  if (!t) return false;
+  return keys.has(t.key) || (t.alts !== undefined && t.alts.some((a) => keys.has(a.key)));
+}
 
 function numberAt(tokens: Token[], i: number): { value: number; next: number } | undefined {
   const t = tokens[i];
@@ -70,11 +77,11 @@ export function findAges(tokens: Token[], animal: Set<string> | undefined): { va
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i]!;
     // "13yo", "8yrs"
-    if (t.alts && t.num !== undefined && !/^\d+$/.test(t.text) && t.alts.some((a) => AGE_UNITS.has(a.text))) {
+    if (t.alts && t.num !== undefined && !/^\d+$/.test(t.text) && t.alts.some((a) => AGE_UNITS.has(a.key))) {
       if (!followedByAnimal(tokens, i + 1, animal)) out.push({ value: t.num, from: i, to: i + 1 });
       continue;
     }
-    if (AGE_LEADS.has(t.text) || t.alts?.some((a) => AGE_LEADS.has(a.text))) {
+    if (reads(t, AGE_LEADS)) {
       const n = numberAt(tokens, i + 1);
       if (n) out.push({ value: n.value, from: i, to: n.next });
       continue;
@@ -82,13 +89,12 @@ export function findAges(tokens: Token[], animal: Set<string> | undefined): { va
     const n = numberAt(tokens, i);
     if (!n) continue;
     const unit = tokens[n.next];
-    if (unit && (AGE_UNITS.has(unit.text) || unit.alts?.some((a) => AGE_UNITS.has(a.text)))) {
+    if (reads(unit, AGE_UNITS)) {
       let to = n.next + 1;
-      if (tokens[to]?.text === 'old' || tokens[to]?.text === 'olds') to++;
+      const hasOld = reads(tokens[to], OLD);
+      if (hasOld) to++;
       // "a 2 year old dog" is not about a person; "10 years ago" is not an age.
-      if (tokens[to - 1]?.text !== 'old' && tokens[to - 1]?.text !== 'olds' && unit.text !== 'yo' && unit.text !== 'y') {
-        continue;
-      }
+      if (!hasOld && !reads(unit, new Set(['yo', 'y']))) continue;
       if (!followedByAnimal(tokens, to, animal)) out.push({ value: n.value, from: i, to });
     }
   }
