@@ -87,6 +87,11 @@ export class UnetSession {
     return new UnetSession(await compileGraph(buildUnet(config, weights, opts), opts), config);
   }
 
+  /** Wraps a session already created from a buildUnet graph (benchmarks, custom export). */
+  static fromSession(session: Session, config: UNetConfig): UnetSession {
+    return new UnetSession(session, config);
+  }
+
   get provider(): Provider {
     return this.session.provider;
   }
