@@ -13,7 +13,8 @@ export interface SamplerOptions {
   strength?: number;
   /** DDIM only: 0 = deterministic DDIM, 1 = DDPM-like ancestral noise. */
   eta?: number;
-  config?: Partial<SchedulerConfig>;
+  /** diffusers scheduler_config keys (a model's scheduler_config.json may be passed as is). */
+  config?: Partial<SchedulerConfig> | Record<string, unknown>;
 }
 
 /**
@@ -143,6 +144,7 @@ export function img2imgStart(steps: number, strength: number): number {
  */
 export function resolveRun(classDefaults: Partial<SchedulerConfig>, options: SamplerOptions, name: string): ResolvedRun {
   const config = { ...BASE_DEFAULTS, ...classDefaults, ...SD15_SCHEDULER_CONFIG, ...options.config } as SchedulerConfig;
+  rejectUnsupported(config as unknown as Record<string, unknown>, name);
   if (config.prediction_type !== 'epsilon') {
     throw new RedlineError('scheduler_config', `${name}: prediction_type "${String(config.prediction_type)}" is not supported.`, 'SD 1.5 checkpoints predict epsilon.');
   }
@@ -155,6 +157,54 @@ export function resolveRun(classDefaults: Partial<SchedulerConfig>, options: Sam
     throw new RedlineError('bad_strength', `strength must be in (0, 1], got ${strength}.`);
   }
   return { config, schedule: noiseSchedule(config), steps, strength };
+}
+
+/**
+ * diffusers options this port does not implement, with the only value it accepts. A
+ * config asking for anything else is refused rather than silently sampled differently.
+ */
+const UNSUPPORTED: Record<string, unknown> = {
+  trained_betas: null,
+  rescale_betas_zero_snr: false,
+  thresholding: false,
+  use_exponential_sigmas: false,
+  use_beta_sigmas: false,
+  use_lu_lambdas: false,
+  use_flow_sigmas: false,
+  use_dynamic_shifting: false,
+  final_sigmas_type: 'zero',
+  interpolation_type: 'linear',
+  timestep_type: 'discrete',
+  euler_at_final: false,
+  variance_type: null,
+  sigma_min: null,
+  sigma_max: null,
+  lambda_min_clipped: -Infinity,
+};
+
+function rejectUnsupported(config: Record<string, unknown>, name: string): void {
+  for (const [key, accepted] of Object.entries(UNSUPPORTED)) {
+    const v = config[key];
+    if (v !== undefined && v !== accepted) {
+      throw new RedlineError(
+        'scheduler_config',
+        `${name}: scheduler option ${key}=${JSON.stringify(v)} is not supported.`,
+        `Remove it or set ${key} to ${JSON.stringify(accepted)}.`,
+      );
+    }
+  }
+}
+
+/** Fails unless config[key] is absent or one of `accepted`. */
+export function requireSetting(config: object, key: string, accepted: readonly unknown[], name: string): void {
+  const v = (config as Record<string, unknown>)[key];
+  if (v !== undefined && !accepted.includes(v)) {
+    throw new RedlineError(
+      'scheduler_config',
+      `${name}: ${key}=${JSON.stringify(v)} is not supported.`,
+      `Supported: ${accepted.map((a) => JSON.stringify(a)).join(', ')}.`,
+    );
+  }
 }
 
 /** diffusers' constructor defaults shared by the SD schedulers. */

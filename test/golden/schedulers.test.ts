@@ -147,7 +147,7 @@ describe.each(pipelineEntries)('pipeline sampler loop %s', (key, entry) => {
       steps: entry.call.num_inference_steps,
       strength: entry.call.strength,
       eta: entry.call.eta,
-      config: entry.scheduler_config as Record<string, never>,
+      config: entry.scheduler_config,
     });
     expect(f32(sampler.timesteps)).toEqual(Array.from(refTimesteps));
     expect(f32(sampler.timesteps)).toEqual(f32(entry.timesteps));

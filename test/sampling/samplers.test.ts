@@ -127,3 +127,16 @@ describe('sampler state machines', () => {
     expect(create('DDIM', { steps: 3 }).stochastic).toBe(false);
   });
 });
+
+describe('scheduler configs', () => {
+  it('accept a model scheduler_config.json as is and refuse options this port does not implement', () => {
+    const modelConfig = { _class_name: 'PNDMScheduler', beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', trained_betas: null, skip_prk_steps: true, steps_offset: 1 };
+    expect(create('Euler a', { steps: 20, config: modelConfig }).timesteps.length).toBe(20);
+    expect(() => create('Euler', { steps: 20, config: { rescale_betas_zero_snr: true } })).toThrow(/rescale_betas_zero_snr=true is not supported/);
+    expect(() => create('Euler', { steps: 20, config: { prediction_type: 'v_prediction' as 'epsilon' } })).toThrow(/predict epsilon/);
+    expect(() => create('DPM++ 2M', { steps: 20, config: { algorithm_type: 'sde-dpmsolver++' } })).toThrow(/algorithm_type/);
+    expect(() => create('Euler', { steps: 20, config: { use_karras_sigmas: true } })).toThrow(/use_karras_sigmas/);
+    expect(() => create('UniPC', { steps: 20, config: { disable_corrector: [0] } })).toThrow(/disable_corrector/);
+    expect(() => create('DDIM', { steps: 20, config: { beta_schedule: 'squaredcos_cap_v2' as 'linear' } })).toThrow(/beta_schedule/);
+  });
+});

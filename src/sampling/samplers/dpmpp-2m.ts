@@ -1,5 +1,5 @@
 import { RedlineError } from '../../errors.ts';
-import { BaseSampler, resolveRun, type SamplerOptions } from '../sampler.ts';
+import { BaseSampler, requireSetting, resolveRun, type SamplerOptions } from '../sampler.ts';
 import { multistepSigmaGrid, type SchedulerConfig, vpOfSigma } from '../schedule.ts';
 
 /**
@@ -18,6 +18,8 @@ export class DpmPP2MSampler extends BaseSampler {
   constructor(options: SamplerOptions, karras = false) {
     const name = karras ? 'DPM++ 2M Karras' : 'DPM++ 2M';
     const run = resolveRun({ ...DpmPP2MSampler.defaults, use_karras_sigmas: karras }, options, name);
+    requireSetting(run.config, 'algorithm_type', ['dpmsolver++'], name);
+    requireSetting(run.config, 'solver_type', ['midpoint'], name);
     const grid = multistepSigmaGrid(run.config, run.schedule, run.steps);
     super(run, grid.timesteps);
     this.name = name;

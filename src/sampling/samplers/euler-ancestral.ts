@@ -1,4 +1,4 @@
-import { BaseSampler, type NoiseSource, resolveRun, type SamplerOptions } from '../sampler.ts';
+import { BaseSampler, requireSetting, type NoiseSource, resolveRun, type SamplerOptions } from '../sampler.ts';
 import { discreteSigmaGrid, type SchedulerConfig } from '../schedule.ts';
 import { addNoiseSigma, scaleBySigma } from './euler.ts';
 
@@ -16,6 +16,7 @@ export class EulerAncestralSampler extends BaseSampler {
 
   constructor(options: SamplerOptions) {
     const run = resolveRun(EulerAncestralSampler.defaults, options, 'Euler a');
+    requireSetting(run.config, 'use_karras_sigmas', [false], 'Euler a');
     const grid = discreteSigmaGrid(run.config, run.schedule, run.steps);
     super(run, grid.timesteps);
     this.sigmas = grid.sigmas;

@@ -1,4 +1,4 @@
-import { BaseSampler, resolveRun, type SamplerOptions } from '../sampler.ts';
+import { BaseSampler, requireSetting, resolveRun, type SamplerOptions } from '../sampler.ts';
 import { discreteSigmaGrid, inputScaleDivisor, type SchedulerConfig } from '../schedule.ts';
 
 /** diffusers EulerDiscreteScheduler (Karras et al. 2022 Algorithm 2, no churn). */
@@ -9,6 +9,7 @@ export class EulerSampler extends BaseSampler {
 
   constructor(options: SamplerOptions) {
     const run = resolveRun(EulerSampler.defaults, options, 'Euler');
+    requireSetting(run.config, 'use_karras_sigmas', [false], 'Euler');
     const grid = discreteSigmaGrid(run.config, run.schedule, run.steps);
     super(run, grid.timesteps);
     this.sigmas = grid.sigmas;

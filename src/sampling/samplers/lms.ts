@@ -1,4 +1,4 @@
-import { BaseSampler, resolveRun, type SamplerOptions } from '../sampler.ts';
+import { BaseSampler, requireSetting, resolveRun, type SamplerOptions } from '../sampler.ts';
 import { discreteSigmaGrid, type SchedulerConfig } from '../schedule.ts';
 import { addNoiseSigma, scaleBySigma } from './euler.ts';
 
@@ -22,6 +22,7 @@ export class LmsSampler extends BaseSampler {
 
   constructor(options: SamplerOptions) {
     const run = resolveRun(LmsSampler.defaults, options, 'LMS');
+    requireSetting(run.config, 'use_karras_sigmas', [false], 'LMS');
     const grid = discreteSigmaGrid(run.config, run.schedule, run.steps);
     super(run, grid.timesteps);
     this.sigmas = grid.sigmas;

@@ -1,5 +1,5 @@
 import { RedlineError } from '../../errors.ts';
-import { BaseSampler, resolveRun, type SamplerOptions } from '../sampler.ts';
+import { BaseSampler, requireSetting, resolveRun, type SamplerOptions } from '../sampler.ts';
 import { multistepSigmaGrid, type SchedulerConfig, vpOfSigma } from '../schedule.ts';
 
 /**
@@ -24,6 +24,13 @@ export class UniPcSampler extends BaseSampler {
     if (run.config.solver_order !== 1 && run.config.solver_order !== 2) {
       throw new RedlineError('scheduler_config', `UniPC: solver_order ${run.config.solver_order} is not supported.`, 'Use 2 (default) or 1.');
     }
+    requireSetting(run.config, 'solver_type', ['bh2'], 'UniPC');
+    requireSetting(run.config, 'predict_x0', [true], 'UniPC');
+    const disabled = (run.config as unknown as Record<string, unknown>).disable_corrector;
+    if (Array.isArray(disabled) && disabled.length > 0) {
+      throw new RedlineError('scheduler_config', 'UniPC: disable_corrector is not supported.', 'Remove it (the corrector runs on every step).');
+    }
+    requireSetting(run.config, 'use_karras_sigmas', [false], 'UniPC');
     const grid = multistepSigmaGrid(run.config, run.schedule, run.steps);
     super(run, grid.timesteps);
     this.sigmas = grid.sigmas;
