@@ -14,6 +14,7 @@ import { FaceAnalyzer } from './faces.ts';
 import { assertRgbImage, blurImage, type RgbImage } from './image.ts';
 import { NsfwClassifier, PHOTO_CLASSES, sumClasses } from './nsfw.ts';
 import { resolveOutputCheckOptions, type OutputCheckOptions, type OutputCheckOptionsInput } from './options.ts';
+import { SdSafetyChecker } from './sd-safety-checker.ts';
 
 export interface OutputCheckResult {
   verdict: 'pass' | 'block' | 'blur';
@@ -40,6 +41,8 @@ export type LikenessGallery = () => readonly ProtectedEmbedding[];
 export interface ImageChecksSetup {
   options?: OutputCheckOptionsInput;
   likeness?: LikenessGallery;
+  /** diffusers' safety_checker weights (model.safetensors; config.json beside it or given). */
+  sdSafetyChecker?: { weights: string; config?: string };
 }
 
 export class ImageSafetyChecks {
@@ -51,6 +54,7 @@ export class ImageSafetyChecks {
     private readonly nsfw: NsfwClassifier,
     private readonly faces: FaceAnalyzer,
     private readonly likeness: LikenessGallery,
+    private readonly sdChecker: SdSafetyChecker | undefined,
   ) {}
 
   /** Loads both classifiers from files inside node_modules (no network). */
@@ -58,7 +62,8 @@ export class ImageSafetyChecks {
     const options = resolveOutputCheckOptions(setup.options);
     const faces = await FaceAnalyzer.load({ minDetectorScore: Math.min(0.2, options.minFaceScore) });
     const nsfw = await NsfwClassifier.load();
-    const checks = new ImageSafetyChecks(options, nsfw, faces, setup.likeness ?? (() => []));
+    const sd = setup.sdSafetyChecker ? await SdSafetyChecker.load(setup.sdSafetyChecker.weights, setup.sdSafetyChecker.config) : undefined;
+    const checks = new ImageSafetyChecks(options, nsfw, faces, setup.likeness ?? (() => []), sd);
     // The first run of each graph compiles its kernels (several hundred ms); pay that here,
     // not on the first request.
     await checks.measure({ data: new Uint8Array(64 * 64 * 3).fill(128), width: 64, height: 64 });
@@ -67,7 +72,7 @@ export class ImageSafetyChecks {
 
   /** Same models, other thresholds (e.g. another role's policy). */
   withOptions(options: OutputCheckOptionsInput): ImageSafetyChecks {
-    return new ImageSafetyChecks(resolveOutputCheckOptions(options), this.nsfw, this.faces, this.likeness);
+    return new ImageSafetyChecks(resolveOutputCheckOptions(options), this.nsfw, this.faces, this.likeness, this.sdChecker);
   }
 
   private serial<T>(task: () => Promise<T>): Promise<T> {
@@ -88,7 +93,9 @@ export class ImageSafetyChecks {
           const likeness = bestLikenessMatch(f.embedding, gallery);
           return { box: f.box, score: f.score, age: f.age, ...(likeness ? { likeness } : {}) };
         });
-      return { nsfw, photo: sumClasses(nsfw, PHOTO_CLASSES), faces };
+      const scores: ImageScores = { nsfw, photo: sumClasses(nsfw, PHOTO_CLASSES), faces };
+      if (this.sdChecker) scores.sdSafetyChecker = await this.sdChecker.check(image);
+      return scores;
     });
   }
 

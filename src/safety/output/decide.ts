@@ -2,6 +2,7 @@
 import { RedlineError } from '../../errors.ts';
 import type { LikenessMatch } from '../likeness/match.ts';
 import type { NsfwScores } from './nsfw.ts';
+import type { SafetyCheckerScores } from './sd-safety-checker.ts';
 import type { OutputCheckOptions } from './options.ts';
 
 export interface FaceScores {
@@ -20,6 +21,8 @@ export interface ImageScores {
   photo: number;
   /** Faces at or above the detector score threshold. */
   faces: FaceScores[];
+  /** diffusers' safety checker, when the operator provided its weights. */
+  sdSafetyChecker?: SafetyCheckerScores;
 }
 
 export type CheckReasonCode =
@@ -57,9 +60,11 @@ export function assertIntensity(intensity: number): void {
   }
 }
 
-export function isSexual(nsfw: NsfwScores, options: OutputCheckOptions): boolean {
+/** nsfwjs over any class threshold, or (when configured) a concept of diffusers' safety checker. */
+export function isSexual(scores: ImageScores, options: OutputCheckOptions): boolean {
   const t = options.nsfw.thresholds;
-  return nsfw.Porn >= t.porn || nsfw.Hentai >= t.hentai || nsfw.Sexy >= t.sexy;
+  const { Porn, Hentai, Sexy } = scores.nsfw;
+  return Porn >= t.porn || Hentai >= t.hentai || Sexy >= t.sexy || scores.sdSafetyChecker?.nsfw === true;
 }
 
 /** An age the model could not estimate counts as a minor. */
@@ -70,7 +75,7 @@ function looksUnderAge(face: FaceScores, options: OutputCheckOptions): boolean {
 /** Rules shared by output and init images. */
 function commonReasons(scores: ImageScores, intensity: number, options: OutputCheckOptions): CheckReason[] {
   const reasons: CheckReason[] = [];
-  const sexual = isSexual(scores.nsfw, options);
+  const sexual = isSexual(scores, options);
   const minor = scores.faces.some((f) => looksUnderAge(f, options));
   if (sexual && intensity > 0) reasons.push(reason('sexual_content_with_intensity'));
   if (sexual && minor) reasons.push(reason('minor_in_sexual_content'));
@@ -88,7 +93,7 @@ export interface OutputDecision {
 export function decideOutput(scores: ImageScores, intensity: number, options: OutputCheckOptions): OutputDecision {
   assertIntensity(intensity);
   const reasons = commonReasons(scores, intensity, options);
-  const sexual = isSexual(scores.nsfw, options);
+  const sexual = isSexual(scores, options);
   if (reasons.length > 0) {
     if (sexual && !reasons.some((r) => r.code.startsWith('sexual_'))) reasons.unshift(reason('sexual_content'));
     return { verdict: 'block', reasons };
@@ -119,7 +124,7 @@ export interface InitImageDecision {
 export function decideInitImage(scores: ImageScores, intensity: number, consent: ConsentContext, options: OutputCheckOptions): InitImageDecision {
   assertIntensity(intensity);
   const reasons = commonReasons(scores, intensity, options);
-  const sexual = isSexual(scores.nsfw, options);
+  const sexual = isSexual(scores, options);
   // Blurring applies to what Redline outputs; a sexual source image under a blocking policy
   // is refused before any compute is spent on it.
   if (sexual && options.nsfw.action === 'block' && !reasons.some((r) => r.code.startsWith('sexual_'))) reasons.unshift(reason('sexual_content'));

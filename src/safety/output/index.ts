@@ -6,3 +6,5 @@ export { DEFAULT_OUTPUT_CHECK_OPTIONS, outputCheckOptionsFromPolicy, resolveOutp
 export type { NsfwThresholds, OutputCheckOptions, OutputCheckOptionsInput, PolicyOutputChecks, SexualContentAction } from './options.ts';
 export { blurImage, readImageFile } from './image.ts';
 export type { RgbImage } from './image.ts';
+export { SdSafetyChecker, safetyCheckerScores } from './sd-safety-checker.ts';
+export type { SafetyCheckerScores } from './sd-safety-checker.ts';

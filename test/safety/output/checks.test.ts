@@ -206,6 +206,21 @@ describe('image safety checks with the bundled models', () => {
   });
 });
 
+describe('with diffusers\' safety checker configured', () => {
+  it('adds its concept scores to every measurement and its verdict to the decision', async () => {
+    const fixture = join(import.meta.dirname, 'fixtures', 'tiny_sd_safety_checker');
+    const withSd = await ImageSafetyChecks.load({ sdSafetyChecker: { weights: join(fixture, 'model.safetensors') } });
+    const image = gradient(64, 64);
+    const result = await withSd.checkOutput(image, { intensity: 0 });
+    const sd = result.scores.sdSafetyChecker!;
+    expect(sd.specialScores).toHaveLength(3);
+    expect(sd.conceptScores).toHaveLength(17);
+    expect(sd.nsfw).toBe(sd.badConcepts.length > 0);
+    expect(result.verdict).toBe(sd.nsfw ? 'block' : 'pass');
+    expect((await checks.measure(image)).sdSafetyChecker).toBeUndefined();
+  });
+});
+
 describe('redline likeness', () => {
   it('adds, lists and removes a person from a code-drawn photo, and refuses a photo without a face', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'redline-cli-'));

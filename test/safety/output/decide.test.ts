@@ -38,6 +38,13 @@ describe('output decision', () => {
     expect(decideOutput(scores(0, [], 0.1, { sexy: 0.31 }), 0, strict).verdict).toBe('block');
   });
 
+  it('counts a concept of diffusers\' safety checker as sexual content', () => {
+    const sd = { specialScores: [-0.1, -0.1, -0.1], conceptScores: [0.01], specialCare: [], badConcepts: [0], nsfw: true };
+    expect(decideOutput({ ...scores(0.01), sdSafetyChecker: sd }, 0, options)).toMatchObject({ verdict: 'block', reasons: [{ code: 'sexual_content' }] });
+    expect(decideOutput({ ...scores(0.01), sdSafetyChecker: sd }, 0, blurOptions).verdict).toBe('blur');
+    expect(decideOutput({ ...scores(0.01), sdSafetyChecker: { ...sd, badConcepts: [], nsfw: false } }, 0, options).verdict).toBe('pass');
+  });
+
   it('blurs sexual content only when the policy chose blur and nothing else is wrong', () => {
     expect(decideOutput(scores(0.9, [face(40)]), 0, blurOptions)).toMatchObject({ verdict: 'blur', reasons: [{ code: 'sexual_content' }] });
     // Sexual content never combines with graded intensity, whatever the action.
