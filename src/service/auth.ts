@@ -90,6 +90,7 @@ function a1111ErrorName(status: number): string {
     case 413: return 'PayloadTooLarge';
     case 422: return 'ValidationError';
     case 429: return 'RateLimited';
+    case 503: return 'ServiceUnavailable';
     default: return status >= 500 ? 'InternalServerError' : 'HTTPException';
   }
 }

@@ -6,11 +6,19 @@ import type { ProgressHub } from './progress.ts';
 import type { JobQueue, JobSink } from './queue.ts';
 import type { JobRow, JobState, ServiceStore } from './store.ts';
 
+export class ServerStoppingError extends Error {
+  override name = 'ServerStoppingError';
+  constructor() {
+    super('the server is stopping; the job stays queued and runs after restart');
+  }
+}
+
 const FINAL: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'cancelled']);
 
 /** Server side of the job lifecycle: persists what queues report and fans it out. */
 export class JobService implements JobSink {
   private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly shutdown = new AbortController();
 
   constructor(
     private readonly store: ServiceStore,
@@ -43,8 +51,14 @@ export class JobService implements JobSink {
     return job.state;
   }
 
-  /** Resolves when the job reaches a final state. */
-  waitFor(jobId: string, signal?: AbortSignal): Promise<JobRow> {
+  /** Ends every waitFor with ShutdownError, so a stopping server answers its callers. */
+  stopWaiting(): void {
+    this.shutdown.abort(new ServerStoppingError());
+  }
+
+  /** Resolves when the job reaches a final state; rejects with ServerStoppingError on stop. */
+  waitFor(jobId: string): Promise<JobRow> {
+    const signal = this.shutdown.signal;
     return new Promise((resolve, reject) => {
       const check = () => {
         const row = this.store.getJob(jobId);
@@ -54,13 +68,14 @@ export class JobService implements JobSink {
       const set = this.waiters.get(jobId) ?? new Set();
       this.waiters.set(jobId, set);
       set.add(check);
-      const onAbort = () => { cleanup(); reject(signal!.reason); };
+      const onAbort = () => { cleanup(); reject(signal.reason); };
       const cleanup = () => {
         set.delete(check);
         if (set.size === 0) this.waiters.delete(jobId);
-        signal?.removeEventListener('abort', onAbort);
+        signal.removeEventListener('abort', onAbort);
       };
-      signal?.addEventListener('abort', onAbort);
+      if (signal.aborted) { reject(signal.reason); return; }
+      signal.addEventListener('abort', onAbort);
       check();
     });
   }

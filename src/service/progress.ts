@@ -60,6 +60,16 @@ export class ProgressHub {
     return () => this.emitter.off(jobId, fn);
   }
 
+  /** Tells every open stream the server is stopping. */
+  shutdown(): void {
+    this.emitter.emit('shutdown');
+  }
+
+  onShutdown(fn: () => void): () => void {
+    this.emitter.on('shutdown', fn);
+    return () => this.emitter.off('shutdown', fn);
+  }
+
   subscribeAll(fn: (e: JobEvent) => void): () => void {
     this.emitter.on('*', fn);
     return () => this.emitter.off('*', fn);

@@ -153,6 +153,10 @@ export async function buildServer(opts: ServerOptions): Promise<RedlineServer> {
     routes,
     ctx,
     async close() {
+      // Answer waiting A1111 calls and end SSE streams first: app.close() waits for open
+      // requests, and those would otherwise wait for jobs the queue is about to stop.
+      jobs.stopWaiting();
+      hub.shutdown();
       await app.close();
       await queue.close();
       store.close();

@@ -1,4 +1,6 @@
+import { rmSync } from 'node:fs';
 import sharp from 'sharp';
+import { ServiceStore } from '../../src/service/store.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtinRoles } from '../../src/service/roles.ts';
 import { bearer, postJson, readSse, startHarness, waitForJob, type Harness } from './support/harness.ts';
@@ -248,5 +250,35 @@ describe('rate limits', () => {
     const a = await postJson(`${h.base}/sdapi/v1/txt2img`, { ...one }, bearer(h.keys.creator));
     expect(a.status).toBe(429);
     expect(await a.json()).toMatchObject({ error: 'RateLimited' });
+  });
+});
+
+describe('shutdown and responsiveness', () => {
+  it('keeps answering while a job runs, and on stop answers waiting clients and keeps the job queued', async () => {
+    const h = await startHarness({ backend: { stepMs: 20 } });
+    const key = bearer(h.keys.studio);
+    const pending = postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'long', width: 64, height: 64, steps: 150 }, key);
+    let running: { id: string } | undefined;
+    for (let i = 0; i < 200 && !running; i++) {
+      running = h.server.ctx.store.listJobs({ state: 'running', limit: 1 })[0];
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(running).toBeDefined();
+    const sse = fetch(`${h.base}/api/v1/jobs/${running!.id}/events`, { headers: key }).then((r) => r.text());
+    // The event loop is free while the job runs: other requests are answered meanwhile.
+    for (let i = 0; i < 5; i++) expect((await fetch(`${h.base}/api/v1/health`)).status).toBe(200);
+    expect(h.server.ctx.store.getJob(running!.id)!.state).toBe('running');
+
+    const dataDir = h.dataDir;
+    await h.server.close();
+    const res = await pending;
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ error: 'ServiceUnavailable', detail: expect.stringContaining('runs after restart') });
+    await sse; // the stream was ended, not left hanging
+    const store = new ServiceStore(dataDir);
+    // A clean stop puts the job back without using up its retry.
+    expect(store.getJob(running!.id)).toMatchObject({ state: 'queued', attempts: 0 });
+    store.close();
+    rmSync(dataDir, { recursive: true, force: true });
   });
 });

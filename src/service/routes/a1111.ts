@@ -6,6 +6,7 @@ import type { ProgressHub } from '../progress.ts';
 import type { ServiceContext, SubmissionInput } from '../submit.ts';
 import { SubmissionError, submitGeneration } from '../submit.ts';
 import { replySubmissionError } from './native.ts';
+import { ServerStoppingError } from '../jobs.ts';
 
 // AUTOMATIC1111-compatible API (/sdapi/v1). Field names and defaults are A1111's: the
 // processing defaults (steps 50, cfg_scale 7, 512x512, seed -1, batch 1, n_iter 1), the
@@ -187,7 +188,13 @@ export function registerA1111Routes(app: FastifyInstance, ctx: Ctx): void {
       reply.headers(submitted.rate.headers);
       // The client hanging up does not cancel: A1111 behaves the same, and /progress and
       // the native job API still show the job.
-      const job = await ctx.jobs.waitFor(submitted.job.id);
+      let job;
+      try {
+        job = await ctx.jobs.waitFor(submitted.job.id);
+      } catch (err) {
+        if (err instanceof ServerStoppingError) return sendError(req, reply, 503, 'server_stopping', `${err.message} (job ${submitted.job.id})`);
+        throw err;
+      }
       const info = job.info_json ? (JSON.parse(job.info_json) as Record<string, unknown>) : {};
       if (job.state !== 'succeeded') {
         const refused = info.refused === true;

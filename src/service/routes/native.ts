@@ -349,6 +349,7 @@ function streamJobEvents(hub: ProgressHub, store: ServiceStore, req: FastifyRequ
     if (type === 'done') end();
   };
   const unsubscribe = hub.subscribe(jobId, send);
+  const unShutdown = hub.onShutdown(() => end());
   // Read the state after subscribing, so a job finishing in between is not missed.
   const job = store.getJob(jobId)!;
   const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
@@ -356,6 +357,7 @@ function streamJobEvents(hub: ProgressHub, store: ServiceStore, req: FastifyRequ
     if (closed) return;
     closed = true;
     unsubscribe();
+    unShutdown();
     clearInterval(heartbeat);
     res.end();
   };
