@@ -5,9 +5,6 @@
 //   <prompt, may span lines>
 //   Negative prompt: <negative prompt, may span lines>
 //   Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 512x512, ...
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { RedlineError } from '../errors.ts';
 
 export type InfotextValue = string | number | boolean;
@@ -146,7 +143,7 @@ export function parseInfotext(text: string): ParsedInfotext {
   return { prompt, negativePrompt, params };
 }
 
-/** A LoRA as A1111 lists it under "Lora hashes": the name used in the prompt, its short hash. */
+/** A LoRA as A1111 lists it under "Lora hashes": the name used in the prompt, its short hash (models/checkpoint/hash.ts loraShortHash). */
 export interface LoraHash {
   name: string;
   hash: string;
@@ -183,7 +180,7 @@ export interface GenerationInfo {
   seed: number;
   width: number;
   height: number;
-  /** First 10 hex digits of the checkpoint's SHA-256 (modelShortHash). */
+  /** First 10 hex digits of the checkpoint's SHA-256 (models/checkpoint/hash.ts modelShortHash). */
   modelHash?: string;
   /** Checkpoint name: file name without extension. */
   model?: string;
@@ -246,36 +243,4 @@ export function generationParams(info: GenerationInfo): InfotextParams {
 
 export function generationInfotext(info: GenerationInfo): string {
   return formatInfotext(info.prompt, info.negativePrompt, generationParams(info));
-}
-
-async function sha256Stream(path: string, start: number): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { start, highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
-/** A1111's model hash ("Model hash"): SHA-256 of the whole file, first 10 hex digits. */
-export async function modelShortHash(path: string): Promise<string> {
-  return (await sha256Stream(path, 0)).slice(0, 10);
-}
-
-/**
- * A1111's LoRA hash ("Lora hashes"): for .safetensors the kohya/addnet hash (SHA-256 of
- * everything after the JSON header, so metadata edits do not change it), else the
- * whole-file SHA-256; first 12 hex digits. A1111 prefers the file's `sshs_model_hash`
- * metadata when present; the caller passes that instead when it has it.
- */
-export async function loraShortHash(path: string): Promise<string> {
-  if (!path.toLowerCase().endsWith('.safetensors')) return (await sha256Stream(path, 0)).slice(0, 12);
-  const fh = await open(path, 'r');
-  let headerLength: bigint;
-  try {
-    const buf = Buffer.alloc(8);
-    const { bytesRead } = await fh.read(buf, 0, 8, 0);
-    if (bytesRead < 8) throw new RedlineError('safetensors_truncated', `${path} is too short to be a safetensors file.`);
-    headerLength = buf.readBigUInt64LE(0);
-  } finally {
-    await fh.close();
-  }
-  return (await sha256Stream(path, Number(headerLength) + 8)).slice(0, 12);
 }

@@ -1,9 +1,6 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
-  a1111Sampler, formatInfotext, formatLoraHashes, generationInfotext, loraShortHash, modelShortHash,
+  a1111Sampler, formatInfotext, formatLoraHashes, generationInfotext,
   parseInfotext, parseLoraHashes, quoteInfotextValue, samplerFromInfotext, unquoteInfotextValue,
 } from '../../src/pipeline/infotext.ts';
 
@@ -162,23 +159,5 @@ describe('round trips', () => {
   it('Lora hashes survive a round trip', () => {
     const loras = [{ name: 'a', hash: '111111111111' }, { name: 'b_v2', hash: '222222222222' }];
     expect(parseLoraHashes(formatLoraHashes(loras))).toEqual(loras);
-  });
-});
-
-describe('A1111 file hashes (SHA-256 test vector "abc")', () => {
-  const SHA256_ABC = 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad';
-  const dir = mkdtempSync(join(tmpdir(), 'redline-infotext-'));
-  it('model hash: whole file, 10 hex digits', async () => {
-    const f = join(dir, 'model.safetensors');
-    writeFileSync(f, 'abc');
-    expect(await modelShortHash(f)).toBe(SHA256_ABC.slice(0, 10));
-  });
-  it('LoRA hash: safetensors data after the header, 12 hex digits', async () => {
-    const header = Buffer.from('{"__metadata__":{"x":"y"}}');
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64LE(BigInt(header.length));
-    const f = join(dir, 'lora.safetensors');
-    writeFileSync(f, Buffer.concat([len, header, Buffer.from('abc')]));
-    expect(await loraShortHash(f)).toBe(SHA256_ABC.slice(0, 12));
   });
 });
