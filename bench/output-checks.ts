@@ -1,15 +1,16 @@
 // Output-check chain on the CPU: model load time, then added latency per 512x512 image
 // (nsfwjs + face detect/age/embedding + likeness match + decision; blur when chosen).
 // Target (issue 6): output checks + provenance together under 300 ms per image.
-// Run: npx tsx bench/output-checks.ts [--iterations N]
+// Run: npx tsx bench/output-checks.ts [--iterations N] [--sd-safety-checker safety_checker/model.safetensors]
 import { parseArgs } from 'node:util';
 import { ImageSafetyChecks } from '../src/safety/output/checks.ts';
 import { FaceAnalyzer } from '../src/safety/output/faces.ts';
 import type { RgbImage } from '../src/safety/output/image.ts';
 import { NsfwClassifier } from '../src/safety/output/nsfw.ts';
+import { SdSafetyChecker } from '../src/safety/output/sd-safety-checker.ts';
 import { gradient, PERSON_A, PERSON_B, renderFace } from '../test/safety/output/synthetic.ts';
 
-const { values } = parseArgs({ options: { iterations: { type: 'string', default: '20' } } });
+const { values } = parseArgs({ options: { iterations: { type: 'string', default: '20' }, 'sd-safety-checker': { type: 'string' } } });
 const iterations = Number(values.iterations);
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -60,3 +61,13 @@ const stages: [string, () => Promise<unknown>][] = [
   ['faces, no face', () => faces.analyze(cases[0]![1])],
 ];
 for (const [name, fn] of stages) console.log(`  stage ${name.padEnd(20)} ${await time(fn)}`);
+
+const sdWeights = values['sd-safety-checker'];
+if (sdWeights) {
+  const t = performance.now();
+  const sd = await SdSafetyChecker.load(sdWeights);
+  console.log(`SD safety checker load (graph build + ORT session): ${(performance.now() - t).toFixed(0)} ms`);
+  console.log(`  stage ${'sd safety checker'.padEnd(20)} ${await time(() => sd.check(face))}`);
+} else {
+  console.log('(diffusers safety checker not measured: pass --sd-safety-checker PATH to its model.safetensors)');
+}
