@@ -140,3 +140,23 @@ describe('scheduler configs', () => {
     expect(() => create('DDIM', { steps: 20, config: { beta_schedule: 'squaredcos_cap_v2' as 'linear' } })).toThrow(/beta_schedule/);
   });
 });
+
+describe('hot loop buffers', () => {
+  it('x0 and scaled-input buffers are allocated once per run, not per step', () => {
+    for (const name of ['DDIM', 'PNDM', 'Euler', 'Euler a', 'LMS', 'LCM']) {
+      const s = create(name, { steps: 5 });
+      const x = new Float32Array(16).fill(0.3);
+      const eps = new Float32Array(16).fill(0.1);
+      const noise: NoiseSource = { fill: (o) => o.fill(0) };
+      const seen = new Set<Float32Array>();
+      const inputs = new Set<Float32Array>();
+      for (let i = 0; i < s.timesteps.length; i++) {
+        inputs.add(s.scaleModelInput(x, i));
+        s.step(eps, i, x, noise);
+        seen.add(s.predOriginalSample!);
+      }
+      expect(seen.size, name).toBe(1);
+      expect(inputs.size, name).toBe(1);
+    }
+  });
+});

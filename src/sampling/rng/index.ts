@@ -74,6 +74,8 @@ export class ImageRng implements NoiseSource {
   private generators: RandomGenerator[];
   private readonly perImage: number;
   private drawnFirst = false;
+  /** Per-image views of the last output buffer, reused while the caller reuses it. */
+  private views: { buffer: Float32Array; parts: Float32Array[] } | null = null;
   readonly seeds: readonly bigint[];
   readonly source: RngSource;
 
@@ -95,7 +97,11 @@ export class ImageRng implements NoiseSource {
     if (out.length !== this.length) {
       throw new Error(`ImageRng: buffer has ${out.length} values, a batch draw has ${this.length}`);
     }
-    this.generators.forEach((g, i) => g.randnInto(out.subarray(i * this.perImage, (i + 1) * this.perImage)));
+    if (this.views?.buffer !== out) {
+      this.views = { buffer: out, parts: this.seeds.map((_, i) => out.subarray(i * this.perImage, (i + 1) * this.perImage)) };
+    }
+    const parts = this.views.parts;
+    for (let i = 0; i < this.generators.length; i++) this.generators[i]!.randnInto(parts[i]!);
     if (!this.drawnFirst) {
       this.drawnFirst = true;
       const delta = this.options.etaNoiseSeedDelta ?? 0;

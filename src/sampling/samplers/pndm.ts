@@ -54,7 +54,7 @@ export class PndmSampler extends BaseSampler {
       t = t + this.stride;
     }
     const held = Math.min(this.etsCount, 4);
-    const e = (back: number) => this.ets[(this.etsCount - 1 - back) % 4]!;
+    const newest = this.etsCount - 1;
     const mo = (this.combined = this.buffer(n, this.combined));
     let sample = x;
     if (held === 1 && this.counter === 0) {
@@ -62,17 +62,17 @@ export class PndmSampler extends BaseSampler {
       this.curSample = this.buffer(n, this.curSample);
       this.curSample.set(x);
     } else if (held === 1 && this.counter === 1) {
-      const e1 = e(0);
+      const e1 = this.ets[newest % 4]!;
       for (let k = 0; k < n; k++) mo[k] = (eps[k]! + e1[k]!) / 2;
       sample = this.curSample!;
     } else if (held === 2) {
-      const e1 = e(0), e2 = e(1);
+      const e1 = this.ets[newest % 4]!, e2 = this.ets[(newest - 1) % 4]!;
       for (let k = 0; k < n; k++) mo[k] = (3 * e1[k]! - e2[k]!) / 2;
     } else if (held === 3) {
-      const e1 = e(0), e2 = e(1), e3 = e(2);
+      const e1 = this.ets[newest % 4]!, e2 = this.ets[(newest - 1) % 4]!, e3 = this.ets[(newest - 2) % 4]!;
       for (let k = 0; k < n; k++) mo[k] = (23 * e1[k]! - 16 * e2[k]! + 5 * e3[k]!) / 12;
     } else {
-      const e1 = e(0), e2 = e(1), e3 = e(2), e4 = e(3);
+      const e1 = this.ets[newest % 4]!, e2 = this.ets[(newest - 1) % 4]!, e3 = this.ets[(newest - 2) % 4]!, e4 = this.ets[(newest - 3) % 4]!;
       for (let k = 0; k < n; k++) mo[k] = (55 * e1[k]! - 59 * e2[k]! + 37 * e3[k]! - 9 * e4[k]!) / 24;
     }
     this.prevSample(sample, t, prev, mo, x, eps, this.timesteps[i]!);
