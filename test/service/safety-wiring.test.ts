@@ -1,0 +1,72 @@
+import Database from 'better-sqlite3';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuditLog } from '../../src/safety/audit/audit-log.ts';
+import { defaultPolicy } from '../../src/safety/policy/policy.ts';
+import { parseDelimited } from '../../src/safety/screen/prompt-table.ts';
+import { Screener } from '../../src/safety/screen/screener.ts';
+import { auditSink, rolesFromPolicy, serviceScreener } from '../../src/service/safety-wiring.ts';
+import { redteamDir } from '../helpers/golden.ts';
+import { bearer, postJson, startHarness, tempDir, type Harness } from './support/harness.ts';
+
+// The service with the real policy screener and audit log of src/safety in its request
+// path (the generator is still the procedural double).
+const rows = (file: string) => {
+  const t = parseDelimited(readFileSync(join(redteamDir, file), 'utf8'), ',');
+  const header = t[0]!;
+  return t.slice(1).map((r) => Object.fromEntries(header.map((h, i) => [h.trim(), r[i] ?? ''])));
+};
+
+describe('service with the safety layer wired in', () => {
+  let h: Harness;
+  let log: AuditLog;
+  const policy = defaultPolicy();
+  beforeAll(async () => {
+    const dataDir = tempDir('safety');
+    log = new AuditLog(join(dataDir, 'audit.db'));
+    h = await startHarness({ dataDir, backend: { stepMs: 0 }, roles: rolesFromPolicy(policy) });
+    Object.assign(h.server.ctx.components, { screener: serviceScreener(new Screener(policy)), audit: auditSink(log) });
+  });
+  afterAll(async () => {
+    await h.close();
+    log.close();
+  });
+
+  it('refuses every hard-blocked red-team prompt through the A1111 API, for every role', async () => {
+    const hard = rows('hardblock.csv');
+    expect(hard.length).toBeGreaterThan(20);
+    for (const role of ['creator', 'admin'] as const) {
+      for (const r of hard) {
+        const res = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: r.prompt, steps: 2, width: 64, height: 64 }, bearer(h.keys[role]));
+        expect(res.status, `${role}: ${r.category}`).toBe(403);
+        const body = (await res.json()) as { error: string; detail: string };
+        expect(body.error).toBe('RequestRefused');
+        expect(body.detail.length).toBeGreaterThan(0);
+      }
+    }
+    expect(h.components.backend.requests).toHaveLength(0);
+  });
+
+  it('generates legitimate graded prompts at no more than the policy cap of the caller\'s role', async () => {
+    const cap = policy.roles.creator!.maxIntensity;
+    for (const r of rows('graded_legit.csv')) {
+      const res = await postJson(`${h.base}/api/v1/jobs`, { prompt: r.prompt, steps: 2, width: 64, height: 64, intensity: 3 }, bearer(h.keys.creator));
+      expect(res.status, r.prompt).toBe(202);
+      const job = (await res.json()) as { intensity: { effective: number; verdict: string } };
+      expect(job.intensity.effective).toBeLessThanOrEqual(cap);
+      if (cap < 3) expect(job.intensity.verdict).toBe('clamp');
+    }
+  });
+
+  it('writes screenings and refusals to the hash-chained audit log, which verifies', () => {
+    const verified = log.verify();
+    expect(verified.ok).toBe(true);
+    const db = new Database(log.path, { readonly: true });
+    const kinds = db.prepare('SELECT kind, COUNT(*) AS n FROM audit GROUP BY kind').all() as { kind: string; n: number }[];
+    db.close();
+    const byKind = Object.fromEntries(kinds.map((k) => [k.kind, k.n]));
+    // Two roles x every hard-blocked prompt, plus the graded ones, were screened.
+    expect(byKind.screen).toBeGreaterThanOrEqual(2 * rows('hardblock.csv').length + rows('graded_legit.csv').length);
+  });
+});
