@@ -85,9 +85,18 @@ export class ImageSafetyChecks {
   measure(image: RgbImage): Promise<ImageScores> {
     assertRgbImage(image);
     return this.serial(async () => {
-      const nsfw = await this.nsfw.classify(image);
+      // One upload of the pixels for both models.
+      const pixels = this.nsfw.engine.tensor3d(image.data, [image.height, image.width, 3], 'int32');
+      let nsfw;
+      let detected;
+      try {
+        nsfw = await this.nsfw.classifyPixels(pixels);
+        detected = await this.faces.analyzePixels(pixels);
+      } finally {
+        pixels.dispose();
+      }
       const gallery = this.likeness();
-      const faces = (await this.faces.analyze(image))
+      const faces = detected
         .filter((f) => f.score >= this.options.minFaceScore)
         .map((f) => {
           const likeness = bestLikenessMatch(f.embedding, gallery);

@@ -79,9 +79,17 @@ export class FaceAnalyzer {
 
   async analyze(image: RgbImage): Promise<DetectedFace[]> {
     assertRgbImage(image);
-    const input = this.tf.tidy(() =>
-      this.tf.tensor4d(Float32Array.from(image.data), [1, image.height, image.width, 3], 'float32'),
-    );
+    const pixels = this.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
+    try {
+      return await this.analyzePixels(pixels);
+    } finally {
+      pixels.dispose();
+    }
+  }
+
+  /** `pixels`: int32 [H, W, 3] 0..255, as ImageSafetyChecks shares it with the nsfw model. */
+  async analyzePixels(pixels: import('@tensorflow/tfjs-core').Tensor3D): Promise<DetectedFace[]> {
+    const input = this.tf.tidy(() => this.tf.expandDims(this.tf.cast(pixels, 'float32'), 0));
     try {
       const result = await this.human.detect(input as never);
       if (result.error) {

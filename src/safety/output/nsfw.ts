@@ -59,15 +59,25 @@ export class NsfwClassifier {
 
   async classify(image: RgbImage): Promise<NsfwScores> {
     assertRgbImage(image);
-    const input = this.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
+    const pixels = this.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
     try {
-      const predictions = await this.model.classify(input, NSFW_CLASSES.length);
-      const scores = Object.fromEntries(NSFW_CLASSES.map((c) => [c, 0])) as NsfwScores;
-      for (const p of predictions) scores[p.className as NsfwClass] = p.probability;
-      return scores;
+      return await this.classifyPixels(pixels);
     } finally {
-      input.dispose();
+      pixels.dispose();
     }
+  }
+
+  /** `pixels`: int32 [H, W, 3] 0..255. */
+  async classifyPixels(pixels: import('@tensorflow/tfjs-core').Tensor3D): Promise<NsfwScores> {
+    const predictions = await this.model.classify(pixels, NSFW_CLASSES.length);
+    const scores = Object.fromEntries(NSFW_CLASSES.map((c) => [c, 0])) as NsfwScores;
+    for (const p of predictions) scores[p.className as NsfwClass] = p.probability;
+    return scores;
+  }
+
+  /** The tfjs engine the model runs on. */
+  get engine(): Tf {
+    return this.tf;
   }
 
   dispose(): void {
