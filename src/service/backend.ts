@@ -62,8 +62,12 @@ export interface GeneratedImage {
 
 export interface GenerationResult {
   images: GeneratedImage[];
-  /** Free-form facts the pipeline wants reported (model hash, adapter hashes, timings). */
-  info: Record<string, unknown>;
+  /**
+   * Facts the pipeline reports (timings and the like), stored with the job. Two keys are
+   * read by provenance marking: `modelHash` ('sha256:<hex>' of the checkpoint) and
+   * `adapterHashes` ({ name: 'sha256:<hex>' }).
+   */
+  info: Record<string, unknown> & { modelHash?: string; adapterHashes?: Record<string, string> };
 }
 
 export interface GenerateOptions {
@@ -172,7 +176,7 @@ export interface ProvenanceStatus {
 
 /** Adds provenance marks (parameters chunk, XMP, C2PA, watermark) to a returned image. */
 export interface ProvenanceMarker {
-  mark(png: Buffer, ctx: OutputCheckContext & { infotext: string }): Promise<{ png: Buffer; status: ProvenanceStatus }>;
+  mark(png: Buffer, ctx: OutputCheckContext & { infotext: string; info: GenerationResult['info'] }): Promise<{ png: Buffer; status: ProvenanceStatus }>;
 }
 
 /** An event the service reports to the audit log (src/safety/audit when it lands). */

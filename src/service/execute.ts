@@ -103,7 +103,7 @@ export async function executeJob(
     }
     let provenance: ProvenanceStatus | null = null;
     if (components.provenance) {
-      const marked = await components.provenance.mark(png, { ...ctx, infotext: im.infotext });
+      const marked = await components.provenance.mark(png, { ...ctx, infotext: im.infotext, info: result.info });
       png = marked.png;
       provenance = marked.status;
     }

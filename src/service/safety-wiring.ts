@@ -1,7 +1,13 @@
+import sharp from 'sharp';
 import type { AuditLog } from '../safety/audit/audit-log.ts';
+import { checkInitImage, checkOutputImage, type ImageSafetyChecks } from '../safety/output/index.ts';
+import type { RgbImage } from '../safety/output/image.ts';
+import { applyProvenance, type SigningIdentity } from '../safety/provenance/index.ts';
 import type { Policy } from '../safety/policy/policy.ts';
 import type { Screener as SafetyScreener } from '../safety/screen/screener.ts';
-import type { AuditSink, RoleCaps, Screener, ScreeningInput, ScreeningResult } from './backend.ts';
+import type {
+  AuditSink, OutputChecker, ProvenanceMarker, RoleCaps, Screener, ScreeningInput, ScreeningResult,
+} from './backend.ts';
 import { builtinRoles } from './roles.ts';
 
 // Adapters from the safety layer (src/safety) to the service's seam (backend.ts).
@@ -63,6 +69,66 @@ export function auditSink(log: AuditLog): AuditSink {
         ...(e.kind === 'block' ? { blocks: (e.categories?.length ? e.categories : ['unspecified']).map((category) => ({ stage: String(e.detail?.stage ?? 'output'), category, reason: e.reason ?? '' })) } : {}),
         details: { ...(e.jobId ? { jobId: e.jobId } : {}), ...(e.detail ?? {}) },
       });
+    },
+  };
+}
+
+async function toRgb(png: Buffer): Promise<RgbImage> {
+  const { data, info } = await sharp(png).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+  return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
+}
+
+/** Flattens nested score objects to 'a.b' -> number for the audit log and monitoring. */
+function flatScores(value: unknown, prefix = '', out: Record<string, number> = {}): Record<string, number> {
+  if (typeof value === 'number') out[prefix] = value;
+  else if (Array.isArray(value)) value.forEach((v, i) => flatScores(v, `${prefix}[${i}]`, out));
+  else if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) flatScores(v, prefix ? `${prefix}.${k}` : k, out);
+  }
+  return out;
+}
+
+/**
+ * The image checks (nsfw, face age, likeness) as the service's OutputChecker. The consent
+ * workflow is off here: the API has no consent-attestation field yet, so a photographic
+ * face with intensity above 0 is refused, the policy's strict default.
+ */
+export function serviceOutputChecker(checks: ImageSafetyChecks): OutputChecker {
+  return {
+    async check(png, ctx) {
+      const r = await checkOutputImage(checks, await toRgb(png), { intensity: ctx.intensity });
+      const categories = r.reasons.map((x) => x.code);
+      const reason = r.reasons.map((x) => x.message).join(' ');
+      const scores = flatScores(r.scores);
+      if (r.verdict === 'pass') return { action: 'pass', png, categories: [], reason: '', scores };
+      if (r.verdict === 'blur' && r.image) {
+        const blurred = await sharp(r.image.data, { raw: { width: r.image.width, height: r.image.height, channels: 3 } }).png().toBuffer();
+        return { action: 'blur', png: blurred, categories, reason, scores };
+      }
+      return { action: 'block', png, categories, reason, scores };
+    },
+    async checkInput(png, ctx) {
+      const r = await checkInitImage(checks, await toRgb(png), { intensity: ctx.intensity, consent: { workflowEnabled: false } });
+      return { allowed: r.verdict === 'pass', reason: r.reasons.map((x) => x.message).join(' '), categories: r.reasons.map((x) => x.code) };
+    },
+  };
+}
+
+/** Provenance marks (parameters, XMP, C2PA, dwtDct watermark) on every returned image. */
+export function serviceProvenance(identity: SigningIdentity, payload: Uint8Array): ProvenanceMarker {
+  return {
+    async mark(png, ctx) {
+      const meta = await sharp(png).metadata();
+      // dwtDct cannot carry a payload in images under 256x256; those get the other marks.
+      const watermark = (meta.width ?? 0) >= 256 && (meta.height ?? 0) >= 256;
+      const marked = await applyProvenance(png, {
+        infotext: ctx.infotext,
+        modelHash: ctx.info.modelHash ?? 'unknown',
+        adapterHashes: ctx.info.adapterHashes ?? {},
+        payload: watermark ? payload : null,
+        identity,
+      });
+      return { png: marked, status: { parameters: true, xmp: true, c2pa: 'signed', watermark } };
     },
   };
 }

@@ -6,7 +6,8 @@ import { AuditLog } from '../../src/safety/audit/audit-log.ts';
 import { defaultPolicy } from '../../src/safety/policy/policy.ts';
 import { parseDelimited } from '../../src/safety/screen/prompt-table.ts';
 import { Screener } from '../../src/safety/screen/screener.ts';
-import { auditSink, rolesFromPolicy, serviceScreener } from '../../src/service/safety-wiring.ts';
+import { checkProvenance, loadSigningIdentity } from '../../src/safety/provenance/index.ts';
+import { auditSink, rolesFromPolicy, serviceProvenance, serviceScreener } from '../../src/service/safety-wiring.ts';
 import { redteamDir } from '../helpers/golden.ts';
 import { bearer, postJson, startHarness, tempDir, type Harness } from './support/harness.ts';
 
@@ -68,5 +69,29 @@ describe('service with the safety layer wired in', () => {
     const byKind = Object.fromEntries(kinds.map((k) => [k.kind, k.n]));
     // Two roles x every hard-blocked prompt, plus the graded ones, were screened.
     expect(byKind.screen).toBeGreaterThanOrEqual(2 * rows('hardblock.csv').length + rows('graded_legit.csv').length);
+  });
+});
+
+describe('provenance on images the service returns', () => {
+  it('marks every returned PNG: parameters, XMP, signed C2PA and the watermark payload', async () => {
+    const h = await startHarness({ backend: { stepMs: 0 } });
+    try {
+      const identity = await loadSigningIdentity({ dataDir: h.dataDir, onCreate: () => undefined });
+      const payload = new Uint8Array([0x52, 0x4c, 0x01, 0x02, 0x03, 0x04]);
+      Object.assign(h.server.ctx.components, { provenance: serviceProvenance(identity, payload) });
+      const res = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'teal gradient', steps: 2, width: 256, height: 256, seed: 5 }, bearer(h.keys.creator));
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { images: string[]; info: string };
+      const report = await checkProvenance(Buffer.from(body.images[0]!, 'base64'), { expectedPayload: payload });
+      expect(report.parameters.present).toBe(true);
+      expect(report.parameters.text).toMatch(/Seed: 5/);
+      expect(report.xmp.trainedAlgorithmicMedia).toBe(true);
+      expect(report.c2pa).toMatchObject({ present: true, signatureValid: true, hashBindingValid: true });
+      expect(report.watermark.present).toBe(true);
+      expect(report.watermark.bitErrors).toBe(0);
+      expect((JSON.parse(body.info) as { redline: { provenance: unknown[] } }).redline.provenance[0]).toEqual({ parameters: true, xmp: true, c2pa: 'signed', watermark: true });
+    } finally {
+      await h.close();
+    }
   });
 });
