@@ -88,6 +88,18 @@ export function loadYaml<T>(file: string): T {
   return parseYaml(readFileSync(new URL(file, dataDir), 'utf8')) as T;
 }
 
+/**
+ * Expands alternations written in a term: "(knife|arrow) in (his|her) (chest|back)" gives
+ * every combination (eight terms here).
+ */
+export function expandTerm(term: string): string[] {
+  const m = /\(([^()]*)\)/.exec(term);
+  if (!m) return [term];
+  const head = term.slice(0, m.index);
+  const tail = term.slice(m.index + m[0].length);
+  return m[1]!.split('|').flatMap((alt) => expandTerm(`${head}${alt}${tail}`)).map((t) => t.replace(/\s+/g, ' ').trim());
+}
+
 function wordKeys(term: string): PatternWord[] {
   const folded = foldText(term.trim());
   const prefix = folded.text.endsWith('*');
@@ -118,7 +130,7 @@ export class LexiconIndex {
       unlessNear: data.unlessNear?.length ? this.resolveGroups(data.unlessNear, where) : undefined,
       unlessAfter: data.unlessAfter?.length ? this.resolveGroups(data.unlessAfter, where) : undefined,
     };
-    for (const term of data.terms) this.addTerm(String(term), entry);
+    for (const term of data.terms) for (const t of expandTerm(String(term))) this.addTerm(t, entry);
   }
 
   addTerm(term: string, entry: CompiledEntry, person?: string): void {
