@@ -41,6 +41,9 @@ export interface TensorSource {
   readonly shape: readonly number[];
   read(): AnyTypedArray;
   readonly file?: { path: string; offset: number; length: number };
+  /** A stable identity of the bytes read() returns (file, range, size, mtime, conversion),
+   * for caching exported models; absent when the bytes have no such identity. */
+  readonly origin?: string;
 }
 
 export class Value {

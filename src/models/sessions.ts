@@ -34,7 +34,7 @@ export class TextEncoderSession {
   ) {}
 
   static async create(config: CLIPTextConfig, weights: WeightSource, opts: CompileOptions & TextEncoderBuildOptions = {}): Promise<TextEncoderSession> {
-    const graph = buildTextEncoder(config, weights, opts);
+    const graph = buildTextEncoder(config, weights, { widenWeights: !!opts.cacheDir, ...opts });
     const maxSkip = graph.outputs.filter((o) => o.name.startsWith('clip_skip_')).length + 1;
     return new TextEncoderSession(await compileGraph(graph, opts), config, maxSkip);
   }
@@ -84,7 +84,7 @@ export class UnetSession {
   ) {}
 
   static async create(config: UNetConfig, weights: WeightSource, opts: CompileOptions & UnetBuildOptions = {}): Promise<UnetSession> {
-    return new UnetSession(await compileGraph(buildUnet(config, weights, opts), opts), config);
+    return new UnetSession(await compileGraph(buildUnet(config, weights, { widenWeights: !!opts.cacheDir, ...opts }), opts), config);
   }
 
   /** Wraps a session already created from a buildUnet graph (benchmarks, custom export). */

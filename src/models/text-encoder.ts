@@ -14,6 +14,8 @@ export type { CLIPTextConfig } from './checkpoint/configs.ts';
 export interface TextEncoderBuildOptions {
   /** Largest clip skip to expose (default: the number of layers, capped at 12). */
   maxClipSkip?: number;
+  /** Convert f16/bf16 weights to f32 at export instead of in ORT (for cached exports). */
+  widenWeights?: boolean;
 }
 
 const F32_LOWEST = -3.4028234663852886e38;
@@ -48,7 +50,7 @@ function encoderLayer(p: ParamBinder, prefix: string, x: Value, cfg: CLIPTextCon
 /** Graph inputs: input_ids i64 [batch, max_position_embeddings]. */
 export function buildTextEncoder(cfg: CLIPTextConfig, weights: WeightSource, opts: TextEncoderBuildOptions = {}): Graph {
   const g = new Graph('text_encoder');
-  const p = bindParams(g, weights, 'text encoder');
+  const p = bindParams(g, weights, 'text encoder', { widen: !!opts.widenWeights });
   const n = cfg.max_position_embeddings;
   const h = cfg.hidden_size;
   const ids = g.input('input_ids', 'i64', ['batch', n]);

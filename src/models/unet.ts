@@ -19,6 +19,8 @@ export interface UnetBuildOptions {
    * conv_in, down_blocks.i, mid_block, up_blocks.i, conv_norm_out), for locating a
    * mismatch against a reference. */
   debugOutputs?: boolean;
+  /** Convert f16/bf16 weights to f32 at export instead of in ORT (for cached exports). */
+  widenWeights?: boolean;
 }
 
 const SUPPORTED_DOWN = new Set(['CrossAttnDownBlock2D', 'DownBlock2D']);
@@ -149,7 +151,7 @@ export function buildUnet(cfg: UNetConfig, weights: WeightSource, opts: UnetBuil
   const heads = perBlock((cfg.num_attention_heads as number | number[] | null | undefined) ?? cfg.attention_head_dim, n, 'attention_head_dim');
 
   const g = new Graph('unet');
-  const p = bindParams(g, weights, 'UNet');
+  const p = bindParams(g, weights, 'UNet', { widen: !!opts.widenWeights });
   const sample = g.input('sample', 'f32', ['batch', cfg.in_channels, 'height', 'width']);
   const timestep = g.input('timestep', 'f32', ['batch']);
   const context = g.input('encoder_hidden_states', 'f32', ['batch', 'sequence', cfg.cross_attention_dim]);

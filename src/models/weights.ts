@@ -3,6 +3,7 @@
 // points at the checkpoint's own bytes (no copy); f16/bf16 weights get a Cast to the
 // compute dtype, which ORT folds once at session creation.
 
+import { statSync } from 'node:fs';
 import { RedlineError } from '../errors.ts';
 import type { Graph, TensorSource, Value } from '../graph/graph.ts';
 import * as op from '../graph/ops.ts';
@@ -20,19 +21,35 @@ export interface ParamBinder {
   unused(): string[];
 }
 
-function tensorSource(src: WeightSource, name: string): TensorSource {
-  const shape = src.shape(name);
-  const dtype = src.dtype(name);
-  let file: TensorSource['file'];
-  if (src instanceof MappedWeightSource) {
-    const stored = src.stored(name);
-    const info = stored.file.info(stored.key);
-    file = { path: stored.file.path, offset: info.offset, length: info.byteLength };
-  }
-  return { dtype, shape, read: () => (src.get(name) as Tensor).data, ...(file ? { file } : {}) };
+export interface BindOptions {
+  /** dtype the graph computes in (default f32). */
+  computeDtype?: DType;
+  /** Convert weights to the compute dtype while exporting, instead of a Cast node that ORT
+   * folds at every session creation: for models exported once into a cache. */
+  widen?: boolean;
 }
 
-export function bindParams(g: Graph, src: WeightSource, label: string, computeDtype: DType = 'f32'): ParamBinder {
+function tensorSource(src: WeightSource, name: string, widenTo: DType | undefined): TensorSource {
+  const shape = src.shape(name);
+  const stored = src.dtype(name);
+  let file: TensorSource['file'];
+  let origin: string | undefined;
+  if (src instanceof MappedWeightSource) {
+    const s = src.stored(name);
+    const info = s.file.info(s.key);
+    file = { path: s.file.path, offset: info.offset, length: info.byteLength };
+    const st = statSync(s.file.path);
+    origin = `${s.file.path}:${st.size}:${st.mtimeMs}:${info.offset}:${info.byteLength}:${stored}`;
+  }
+  if (widenTo && widenTo !== stored) {
+    if (widenTo !== 'f32') throw new Error(`widening weights to ${widenTo} is not supported`);
+    return { dtype: 'f32', shape, read: () => src.get(name).toFloat32(), ...(origin ? { origin: `${origin}->f32` } : {}) };
+  }
+  return { dtype: stored, shape, read: () => (src.get(name) as Tensor).data, ...(file ? { file } : {}), ...(origin ? { origin } : {}) };
+}
+
+export function bindParams(g: Graph, src: WeightSource, label: string, opts: BindOptions = {}): ParamBinder {
+  const computeDtype = opts.computeDtype ?? 'f32';
   const used = new Set<string>();
   const cache = new Map<string, Value>();
   const bind = ((name: string, shape?: readonly number[]): Value => {
@@ -46,7 +63,7 @@ export function bindParams(g: Graph, src: WeightSource, label: string, computeDt
       throw new RedlineError('weight_shape', `${label}: weight "${name}" has shape [${actual.join(', ')}], the config implies [${shape.join(', ')}].`, 'The weights do not match the model config.');
     }
     used.add(name);
-    const ts = tensorSource(src, name);
+    const ts = tensorSource(src, name, opts.widen ? computeDtype : undefined);
     let v = g.weight(name, ts);
     if (ts.dtype !== computeDtype) v = op.cast(v, computeDtype);
     cache.set(name, v);

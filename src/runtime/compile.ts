@@ -2,7 +2,8 @@
 // file plus external data (weights linked from their checkpoint where possible) and the
 // session is created from the path, so ORT maps the weights instead of copying them.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Graph } from '../graph/graph.ts';
@@ -16,6 +17,28 @@ export interface CompileOptions extends SessionOptions, OnnxExportOptions {
   /** Folder for the model file; default a temporary folder removed once the session exists
    * (the mapped weights stay valid after unlinking). */
   workDir?: string;
+  /** Keep exported models here, keyed by graph structure and weight origins, and reuse them:
+   * a cached model loads by mapping its data file (about a second for the UNet) instead of
+   * converting weights again. Graphs whose weights have no origin are not cached. */
+  cacheDir?: string;
+}
+
+/** Identity of an exported graph: structure, constants and where every weight comes from;
+ * undefined when some weight has no stable origin (in-memory tensors). */
+export function graphCacheKey(g: Graph, opts: OnnxExportOptions = {}): string | undefined {
+  const h = createHash('sha256');
+  h.update(JSON.stringify({ format: 1, weightsAsF16: !!opts.weightsAsF16, name: g.name }));
+  for (const init of g.initializers) {
+    const v = init.value;
+    h.update(`${v.name}|${v.dtype}|${v.shape.join(',')}|`);
+    if (init.kind === 'constant') h.update(new Uint8Array(init.data.buffer, init.data.byteOffset, init.data.byteLength));
+    else if (init.source.origin) h.update(init.source.origin);
+    else return undefined;
+  }
+  for (const v of g.inputs) h.update(`in|${v.name}|${v.dtype}|${v.shape.join(',')}\n`);
+  for (const o of g.outputs) h.update(`out|${o.name}|${o.value.name}\n`);
+  for (const n of g.nodes) h.update(JSON.stringify([n.opType, n.domain, n.inputs.map((v) => v?.name ?? ''), n.outputs.map((v) => v.name), n.attrs]));
+  return h.digest('hex').slice(0, 32);
 }
 
 export function weightBytes(g: Graph): number {
@@ -29,6 +52,19 @@ export function weightBytes(g: Graph): number {
 
 export async function compileGraph(g: Graph, opts: CompileOptions = {}): Promise<Session> {
   if (weightBytes(g) <= (opts.inMemoryLimit ?? 256 * 2 ** 20)) return Session.create(exportOnnx(g, opts), opts);
+  const key = opts.cacheDir ? graphCacheKey(g, opts) : undefined;
+  if (opts.cacheDir && key) {
+    const dir = join(opts.cacheDir, `${g.name}-${key}`);
+    const modelPath = join(dir, 'model.onnx');
+    if (!existsSync(modelPath)) {
+      const partial = `${dir}.partial-${process.pid}`;
+      rmSync(partial, { recursive: true, force: true });
+      writeOnnx(g, partial, opts);
+      rmSync(dir, { recursive: true, force: true });
+      renameSync(partial, dir);
+    }
+    return Session.create(modelPath, opts);
+  }
   const dir = opts.workDir ?? mkdtempSync(join(tmpdir(), `redline-${g.name}-`));
   try {
     const { modelPath } = writeOnnx(g, dir, opts);
