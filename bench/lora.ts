@@ -3,18 +3,20 @@
 // are written to an fp16 safetensors file (as real checkpoints store them) and opened
 // lazily, as Redline opens a checkpoint; the LoRA covers every module kohya's default
 // network targets (UNet transformer linears and 1x1 projections, CLIP attention and MLP).
-//   npx tsx bench/lora.ts [--rank 32] [--adapters 1]
+//   npx tsx bench/lora.ts [--rank 32] [--adapters 1] [--reference]
+// Times are wall clock and CPU (user+system, all threads): on a shared machine the CPU time
+// is the steadier figure. --reference also times the plain-JS fuse.
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildModuleIndex, fuseAdapters, loadAdapter, runtimeModules } from '../src/adapters/index.ts';
+import { buildModuleIndex, fuseAdapters, fuseAdaptersFast, loadAdapter, runtimeModules } from '../src/adapters/index.ts';
 import { SD15_CONFIGS, textEncoderKeyMap, unetKeyMap, MappedWeightSource } from '../src/models/checkpoint/index.ts';
 import { SafetensorsFile, writeSafetensors } from '../src/tensor/safetensors.ts';
 import { Tensor } from '../src/tensor/tensor.ts';
 import { f32ToF16Bits } from '../src/tensor/half.ts';
 
-const { values } = parseArgs({ options: { rank: { type: 'string', default: '32' }, adapters: { type: 'string', default: '1' } } });
+const { values } = parseArgs({ options: { rank: { type: 'string', default: '32' }, adapters: { type: 'string', default: '1' }, reference: { type: 'boolean' } } });
 const RANK = Number(values.rank);
 const N_ADAPTERS = Number(values.adapters);
 
@@ -40,11 +42,18 @@ const isTarget = (name: string): boolean =>
 
 const dir = mkdtempSync(join(tmpdir(), 'redline-bench-lora-'));
 const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MB`;
-const time = <T>(f: () => T): [T, number] => {
-  const t = performance.now();
-  const r = f();
-  return [r, (performance.now() - t) / 1000];
+const cpu = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
 };
+type Timing = { wall: number; cpu: number };
+const fmt = (t: Timing) => `${t.wall.toFixed(2)} s wall, ${t.cpu.toFixed(2)} s CPU`;
+async function time<T>(f: () => T | Promise<T>): Promise<[T, Timing]> {
+  const w = performance.now();
+  const c = cpu();
+  const r = await f();
+  return [r, { wall: (performance.now() - w) / 1000, cpu: cpu() - c }];
+}
 try {
   const t0 = performance.now();
   const targets = {
@@ -82,17 +91,23 @@ try {
     new MappedWeightSource(c, new Map(opened[c].keys().map((k) => [k, { file: opened[c], key: k, shape: opened[c].info(k).shape }])));
   const model = { components: { unet: source('unet'), text_encoder: source('text_encoder') }, configs: { unet: SD15_CONFIGS.unet, text_encoder: SD15_CONFIGS.text_encoder } };
 
-  const [index, tIndex] = time(() => buildModuleIndex(model));
-  const [loaded, tLoad] = time(() => adapters.map((p) => loadAdapter(p, index)));
-  const [rt, tRuntime] = time(() => runtimeModules(loaded[0]!));
-  const [fused, tFuse] = time(() => fuseAdapters(model.components, loaded.map((adapter) => ({ adapter, te: 0.8, unet: 0.8 }))));
-  const [, tFuseHalf] = time(() => fuseAdapters(model.components, [{ adapter: loaded[0]!, te: 0.4, unet: 0.4 }]));
+  const [index, tIndex] = await time(() => buildModuleIndex(model));
+  const [loaded, tLoad] = await time(() => adapters.map((p) => loadAdapter(p, index)));
+  const [rt, tRuntime] = await time(() => runtimeModules(loaded[0]!));
+  const all = loaded.map((adapter) => ({ adapter, te: 0.8, unet: 0.8 }));
+  await fuseAdaptersFast(model.components, [{ adapter: loaded[0]!, te: 0, unet: 0 }]); // session creation outside the timing
+  const [fused, tFuse] = await time(() => fuseAdaptersFast(model.components, all));
+  const [, tRefuse] = await time(() => fuseAdaptersFast(model.components, [{ adapter: loaded[0]!, te: 0.4, unet: 0.4 }]));
 
-  console.log(`module index (names of the model):        ${(tIndex * 1000).toFixed(0)} ms`);
-  console.log(`read + match + check ${N_ADAPTERS} adapter(s):        ${tLoad.toFixed(2)} s (${loaded[0]!.modules.length} modules each)`);
-  console.log(`runtime description (f32 factors):          ${(tRuntime * 1000).toFixed(0)} ms (${rt.filter((m) => m.form === 'matmul').length} matmul modules)`);
-  console.log(`fuse ${N_ADAPTERS} adapter(s) into fp16 base weights:    ${tFuse.toFixed(2)} s (${fused.unet.size + fused.text_encoder.size} weights)`);
-  console.log(`re-fuse 1 adapter at another strength:      ${tFuseHalf.toFixed(2)} s`);
+  console.log(`module index (names of the model):      ${fmt(tIndex)}`);
+  console.log(`read + match + check ${N_ADAPTERS} adapter(s):      ${fmt(tLoad)} (${loaded[0]!.modules.length} modules each)`);
+  console.log(`runtime description (f32 factors):       ${fmt(tRuntime)} (${rt.filter((m) => m.form === 'matmul').length} matmul modules)`);
+  console.log(`fuse ${N_ADAPTERS} adapter(s) into fp16 weights (ORT):   ${fmt(tFuse)} (${fused.unet.size + fused.text_encoder.size} weights)`);
+  console.log(`re-fuse 1 adapter at another strength:   ${fmt(tRefuse)}`);
+  if (values.reference) {
+    const [, tRef] = await time(() => fuseAdapters(model.components, all));
+    console.log(`same fuse, plain-JS reference path:      ${fmt(tRef)}`);
+  }
   console.log(`peak RSS: ${mb(process.resourceUsage().maxRSS * 1024)}`);
   opened.unet.close();
   opened.text_encoder.close();

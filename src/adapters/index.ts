@@ -5,3 +5,4 @@ export * from './runtime.ts';
 export * from './registry.ts';
 export * from './text.ts';
 export * from './merge.ts';
+export * from './fuse-ort.ts';

@@ -6,7 +6,8 @@ import { basename } from 'node:path';
 import { RedlineError } from '../errors.ts';
 import { openCheckpoint } from '../models/checkpoint/load.ts';
 import { writeDiffusersFolder, writeSingleFile } from '../models/checkpoint/write.ts';
-import { fuseAdapters, fusedSources } from './fuse.ts';
+import { fusedSources } from './fuse.ts';
+import { fuseAdaptersFast } from './fuse-ort.ts';
 import { describeMatch, loadAdapter } from './load.ts';
 import { buildModuleIndex } from './module-index.ts';
 
@@ -46,7 +47,7 @@ export function parseLoraSpec(spec: string): { path: string; unet: number; te: n
   return { path, unet, te };
 }
 
-export function mergeToFile(spec: MergeSpec): MergeReport {
+export async function mergeToFile(spec: MergeSpec): Promise<MergeReport> {
   const status = spec.onStatus ?? (() => {});
   if (!spec.loras.length) throw new RedlineError('no_adapters', 'nothing to merge: give at least one --lora.');
   if (existsSync(spec.out) && !spec.overwrite) throw new RedlineError('output_exists', `${spec.out} already exists.`, 'Choose another name or pass --force.');
@@ -64,7 +65,7 @@ export function mergeToFile(spec: MergeSpec): MergeReport {
       return { adapter, unet: l.unet, te: l.te };
     });
     status('fusing...');
-    const fused = fuseAdapters(ckpt.components, loaded, { dtype: spec.dtype === 'f32' ? 'f32' : 'keep' });
+    const fused = await fuseAdaptersFast(ckpt.components, loaded, { dtype: spec.dtype === 'f32' ? 'f32' : 'keep' });
     const fusedCount = fused.unet.size + fused.text_encoder.size;
     const over = fusedSources(ckpt.components, fused);
     const sources = { unet: over.unet, text_encoder: over.text_encoder, vae: ckpt.components.vae };

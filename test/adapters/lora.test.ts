@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildModuleIndex, describeMatch, fuseAdapters, loadAdapter, moduleDelta, runtimeModules, runtimeSignature } from '../../src/adapters/index.ts';
+import { buildModuleIndex, describeMatch, fuseAdapters, fuseAdaptersFast, loadAdapter, moduleDelta, runtimeModules, runtimeSignature } from '../../src/adapters/index.ts';
 import { RedlineError } from '../../src/errors.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 import { writeSafetensors } from '../../src/tensor/safetensors.ts';
@@ -223,5 +223,39 @@ describe('refusals', () => {
     const p = join(dir, 'evil.safetensors');
     writeFileSync(p, Buffer.from([0x80, 0x04, 0x95, 0, 0, 0, 0, 0, 0, 0, 0x2e]));
     expect(errorOf(() => loadAdapter(p, index)).code).toBe('pickle_refused');
+  });
+});
+
+describe('ONNX Runtime fuse path', () => {
+  it('gives the JS result for stacked LoRA + LoHa adapters, f32 and f16 bases', async () => {
+    const rr = rng(23);
+    const a = loadAdapter(write({
+      [`${flat('unet', TO_Q)}.lora_down.weight`]: randn([2, 8], rr), [`${flat('unet', TO_Q)}.lora_up.weight`]: randn([8, 2], rr), [`${flat('unet', TO_Q)}.alpha`]: scalar(1),
+      [`${flat('unet', CONV)}.lora_down.weight`]: randn([3, 8, 3, 3], rr), [`${flat('unet', CONV)}.lora_up.weight`]: randn([8, 3, 1, 1], rr),
+      [`${flat('te', Q_PROJ)}.lora_down.weight`]: randn([2, 12], rr), [`${flat('te', Q_PROJ)}.lora_up.weight`]: randn([12, 2], rr),
+    }), index);
+    const b = loadAdapter(write({
+      [`${flat('unet', TO_Q)}.hada_w1_a`]: randn([8, 2], rr), [`${flat('unet', TO_Q)}.hada_w1_b`]: randn([2, 8], rr),
+      [`${flat('unet', TO_Q)}.hada_w2_a`]: randn([8, 2], rr), [`${flat('unet', TO_Q)}.hada_w2_b`]: randn([2, 8], rr),
+      [`unet.${TO_K}.lora_A.weight`]: randn([4, 12], rr), [`unet.${TO_K}.lora_B.weight`]: randn([8, 4], rr),
+    }), index);
+    const list = [{ adapter: a, te: 0.4, unet: 0.9 }, { adapter: b, te: 1, unet: -0.3 }];
+    const ref = fuseAdapters(model.components, list);
+    const fast = await fuseAdaptersFast(model.components, list);
+    for (const c of ['unet', 'text_encoder'] as const) {
+      expect([...fast[c].keys()].sort()).toEqual([...ref[c].keys()].sort());
+      for (const [k, t] of ref[c]) expect(maxAbsDiff(fast[c].get(k)!.toFloat32(), t.toFloat32()), k).toBeLessThan(1e-5);
+    }
+    const half = (src: typeof model.components.unet) => ({
+      names: () => src.names(), has: (n: string) => src.has(n), shape: (n: string) => src.shape(n), dtype: () => 'f16' as const, get: (n: string) => src.get(n).to('f16'),
+    });
+    const h = { unet: half(model.components.unet), text_encoder: half(model.components.text_encoder) };
+    const refH = fuseAdapters(h, list);
+    const fastH = await fuseAdaptersFast(h, list);
+    for (const [k, t] of refH.unet) {
+      expect(fastH.unet.get(k)!.dtype).toBe('f16');
+      // Both round W + delta to fp16 once; values |w| < 4, so one fp16 step is at most 2^-9.
+      expect(maxAbsDiff(fastH.unet.get(k)!.toFloat32(), t.toFloat32()), k).toBeLessThanOrEqual(2 ** -9);
+    }
   });
 });

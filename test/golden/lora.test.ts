@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mergeToFile } from '../../src/adapters/merge.ts';
-import { buildModuleIndex, describeMatch, fuseAdapters, loadAdapter, moduleDelta } from '../../src/adapters/index.ts';
+import { buildModuleIndex, describeMatch, fuseAdapters, fuseAdaptersFast, loadAdapter, moduleDelta } from '../../src/adapters/index.ts';
 import { openCheckpoint } from '../../src/models/checkpoint/index.ts';
 import { SafetensorsFile } from '../../src/tensor/safetensors.ts';
 import { goldenJson, goldenPath } from '../helpers/golden.ts';
@@ -58,9 +58,11 @@ describe('golden LoRA merge', () => {
     for (const key of mergedKeys) {
       const m = /^merged_weight_scale([0-9.]+)\.(.+)$/.exec(key)!;
       const scale = Number(m[1]);
-      it(`${file}: ${m[2]} merged at ${scale} matches the reference (atol ${ATOL})`, () => {
+      it(`${file}: ${m[2]} merged at ${scale} matches the reference (atol ${ATOL}), JS and ORT paths`, async () => {
         const { component, weight } = locate(m[2]!);
         const fused = fuseAdapters(model.components, [{ adapter, te: scale, unet: scale }]);
+        const fast = await fuseAdaptersFast(model.components, [{ adapter, te: scale, unet: scale }]);
+        expect(maxAbs(fast[component].get(weight)!.toFloat32(), goldens.getFloat32(key))).toBeLessThanOrEqual(ATOL);
         const got = fused[component].get(weight)!;
         const want = goldens.get(key);
         expect(got.shape).toEqual(want.shape);
@@ -95,13 +97,13 @@ describe('golden LoRA merge', () => {
 });
 
 describe('golden merge export', () => {
-  it('redline merge writes a CompVis single file with the golden key set whose fused weights match the reference', () => {
+  it('redline merge writes a CompVis single file with the golden key set whose fused weights match the reference', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'redline-merge-'));
     try {
       const out = join(dir, 'merged.safetensors');
       const scaleKey = mergedKeys[0]!;
       const scale = Number(/^merged_weight_scale([0-9.]+)\./.exec(scaleKey)![1]);
-      const report = mergeToFile({ model: goldenPath('models', 'diffusers'), loras: [{ path: goldenPath('lora', 'lora_kohya.safetensors'), unet: scale, te: scale }], out, format: 'single-file' });
+      const report = await mergeToFile({ model: goldenPath('models', 'diffusers'), loras: [{ path: goldenPath('lora', 'lora_kohya.safetensors'), unet: scale, te: scale }], out, format: 'single-file' });
       expect(report.fusedWeights).toBe(manifest.files['lora/lora_peft.safetensors']!.n_unet_modules! + manifest.files['lora/lora_peft.safetensors']!.n_te_modules!);
       const keysOriginal = goldenJson<Record<string, number[]>>('models', 'keys_original.json');
       const written = SafetensorsFile.open(out);

@@ -52,7 +52,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const tty = process.stderr.isTTY;
   let lastPct = -1;
-  const report = mergeToFile({
+  const report = await mergeToFile({
     model: values.model,
     configs: values.config,
     loras: values.lora.map(parseLoraSpec),
