@@ -1,7 +1,7 @@
 // Protected persons: face embeddings (never the photos) of people the operator registers,
 // kept as one JSON file in the data dir and rewritten atomically.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { RedlineError } from '../../errors.ts';
@@ -108,6 +108,25 @@ export class LikenessStore {
       throw new RedlineError('likeness_unknown', `No protected person named ${JSON.stringify(person)}.`, 'Run `redline likeness list` to see the names.');
     }
     this.save();
+  }
+
+  /**
+   * A gallery for a long-running server: re-reads the store whenever the file changes, so
+   * a person registered with `redline likeness add` is protected from the next image on.
+   */
+  static liveGallery(dataDir: string = defaultDataDir()): () => ProtectedEmbedding[] {
+    const file = join(dataDir, LIKENESS_FILE);
+    let stamp = '';
+    let gallery: ProtectedEmbedding[] = [];
+    return () => {
+      const st = existsSync(file) ? statSync(file) : undefined;
+      const now = st ? `${st.mtimeMs}:${st.size}:${st.ino}` : 'absent';
+      if (now !== stamp) {
+        gallery = LikenessStore.open(dataDir).gallery();
+        stamp = now;
+      }
+      return gallery;
+    };
   }
 
   private save(): void {

@@ -46,15 +46,14 @@ export interface ImageChecksSetup {
 }
 
 export class ImageSafetyChecks {
-  /** tfjs runs one graph at a time on this engine; a queue keeps concurrent requests apart. */
-  private queue: Promise<unknown> = Promise.resolve();
-
   private constructor(
     readonly options: OutputCheckOptions,
     private readonly nsfw: NsfwClassifier,
     private readonly faces: FaceAnalyzer,
     private readonly likeness: LikenessGallery,
     private readonly sdChecker: SdSafetyChecker | undefined,
+    /** The models run one image at a time; instances made by withOptions share this queue. */
+    private readonly lane: { tail: Promise<unknown> } = { tail: Promise.resolve() },
   ) {}
 
   /** Loads both classifiers from files inside node_modules (no network). */
@@ -72,12 +71,12 @@ export class ImageSafetyChecks {
 
   /** Same models, other thresholds (e.g. another role's policy). */
   withOptions(options: OutputCheckOptionsInput): ImageSafetyChecks {
-    return new ImageSafetyChecks(resolveOutputCheckOptions(options), this.nsfw, this.faces, this.likeness, this.sdChecker);
+    return new ImageSafetyChecks(resolveOutputCheckOptions(options), this.nsfw, this.faces, this.likeness, this.sdChecker, this.lane);
   }
 
   private serial<T>(task: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(task, task);
-    this.queue = run.catch(() => undefined);
+    const run = this.lane.tail.then(task, task);
+    this.lane.tail = run.catch(() => undefined);
     return run;
   }
 

@@ -261,7 +261,11 @@ export function applyRules(fieldsIn: FieldAnalysis[], ctx: RuleContext): RuleRes
 
   // Minors.
   add('minors_sexual', all(positive, 'minor_sexual'));
-  if (minorsAny.length && (sexual.length || suggestive.length)) add('minors_sexual', [...minorsAny, ...sexual, ...suggestive]);
+  // "girl"/"boy" alone may be adults: with explicit sexual wording they count as minors,
+  // with merely suggestive wording only a clear minor term or a stated age under 18 does.
+  if (minorsAny.length && sexual.length) add('minors_sexual', [...minorsAny, ...sexual]);
+  const clearMinors = [...minorStrong, ...negAge];
+  if (clearMinors.length && suggestive.length) add('minors_sexual', [...clearMinors, ...suggestive]);
   if (minors.length && attire.length && minorAges.length) add('minors_sexual', [...minors, ...attire]);
   if (minors.length && injury.length) add('minors_graded', [...minors, ...injury]);
 

@@ -61,6 +61,18 @@ describe('likeness store', () => {
     expect(Object.keys(JSON.parse(readFileSync(join(dir, LIKENESS_FILE), 'utf8')).people[0].samples[0])).toEqual(['imageSha256', 'embedding']);
   });
 
+  it('live gallery sees registrations and removals made through another store handle', () => {
+    dir = mkdtempSync(join(tmpdir(), 'redline-likeness-'));
+    const live = LikenessStore.liveGallery(dir);
+    expect(live()).toEqual([]);
+    LikenessStore.open(dir).add('Cy Example', [{ imageSha256: 'dd', embedding: [0.5, 0.5] }]);
+    expect(live()).toEqual([{ name: 'Cy Example', embedding: [0.5, 0.5] }]);
+    LikenessStore.open(dir).add('Di Example', [{ imageSha256: 'ee', embedding: [0.1, 0.9] }]);
+    expect(live().map((e) => e.name)).toEqual(['Cy Example', 'Di Example']);
+    LikenessStore.open(dir).remove('Cy Example');
+    expect(live().map((e) => e.name)).toEqual(['Di Example']);
+  });
+
   it('rejects empty or control-character names', () => {
     dir = mkdtempSync(join(tmpdir(), 'redline-likeness-'));
     const store = LikenessStore.open(dir);
