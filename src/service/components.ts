@@ -3,33 +3,54 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { RedlineError } from '../errors.ts';
 import { AuditLog } from '../safety/audit/audit-log.ts';
+import { LikenessStore } from '../safety/likeness/store.ts';
+import { ImageSafetyChecks, outputCheckOptionsFromPolicy } from '../safety/output/index.ts';
 import { loadPolicy } from '../safety/policy/policy.ts';
+import { loadSigningIdentity } from '../safety/provenance/index.ts';
 import { Screener } from '../safety/screen/screener.ts';
 import type { ComponentsFactory, ServiceComponents } from './backend.ts';
-import { auditSink, rolesFromPolicy, serviceScreener } from './safety-wiring.ts';
+import { auditSink, rolesFromPolicy, serviceOutputChecker, serviceProvenance, serviceScreener } from './safety-wiring.ts';
 
 /**
  * The safety side of the production wiring: the policy (REDLINE_POLICY or the default
- * policy), its prompt screener, its role caps, and the hash-chained audit log in
- * <data-dir>/audit.db.
+ * policy), its prompt screener, its role caps, the hash-chained audit log in
+ * <data-dir>/audit.db, the image checks (nsfw, face age, protected likeness from
+ * <data-dir>/likeness.json) and provenance marks (local signing identity in
+ * <data-dir>/c2pa unless REDLINE_C2PA_CERT/KEY are set; watermark payload from
+ * REDLINE_WATERMARK_PAYLOAD as hex, default "RL" + 4 zero bytes).
  */
-export async function safetyComponents(ctx: Parameters<ComponentsFactory>[0]): Promise<Pick<ServiceComponents, 'screener' | 'audit' | 'roles'>> {
+export async function safetyComponents(ctx: Parameters<ComponentsFactory>[0]): Promise<Omit<ServiceComponents, 'backend'>> {
   const policy = loadPolicy(process.env.REDLINE_POLICY);
   const log = AuditLog.forPolicy(join(ctx.dataDir, 'audit.db'), policy);
-  return { screener: serviceScreener(new Screener(policy)), audit: auditSink(log), roles: rolesFromPolicy(policy) };
+  const checks = await ImageSafetyChecks.load({
+    options: outputCheckOptionsFromPolicy(policy.outputChecks),
+    likeness: () => LikenessStore.open(ctx.dataDir).gallery(),
+  });
+  const identity = await loadSigningIdentity({ dataDir: ctx.dataDir });
+  const payloadHex = process.env.REDLINE_WATERMARK_PAYLOAD ?? '524c00000000';
+  if (!/^([0-9a-fA-F]{2})+$/.test(payloadHex)) {
+    throw new RedlineError('bad_watermark_payload', `REDLINE_WATERMARK_PAYLOAD '${payloadHex}' is not hex bytes.`, 'Use e.g. 524c01020304 (6 bytes).');
+  }
+  return {
+    screener: serviceScreener(new Screener(policy)),
+    audit: auditSink(log),
+    roles: rolesFromPolicy(policy),
+    outputChecker: serviceOutputChecker(checks),
+    provenance: serviceProvenance(identity, Buffer.from(payloadHex, 'hex')),
+  };
 }
 
 /**
  * The production wiring of the layers below the service. The pipeline engineer replaces
- * the `backend` line when src/pipeline has a GenerationBackend (see README.md); output
- * checks and provenance plug in beside it. Until a backend exists, serving refuses to
- * start rather than run without a generator.
+ * the throw below with the pipeline's GenerationBackend (see README.md). Until a backend
+ * exists, serving refuses to start rather than run without a generator.
  */
 export const createDefaultComponents: ComponentsFactory = async (ctx) => {
   const safety = await safetyComponents(ctx);
+  void safety;
   throw new RedlineError(
     'components_missing',
-    `this build has no generation backend (src/pipeline) wired into the service yet (safety: ${safety.roles ? 'ready' : 'missing'}).`,
+    'this build has no generation backend (src/pipeline) wired into the service yet.',
     'Pass --components MODULE (a module exporting createComponents) or wire the backend in src/service/components.ts.',
   );
 };

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditLog } from '../../src/safety/audit/audit-log.ts';
@@ -8,7 +8,10 @@ import { parseDelimited } from '../../src/safety/screen/prompt-table.ts';
 import { Screener } from '../../src/safety/screen/screener.ts';
 import { checkProvenance, loadSigningIdentity } from '../../src/safety/provenance/index.ts';
 import { auditSink, rolesFromPolicy, serviceProvenance, serviceScreener } from '../../src/service/safety-wiring.ts';
+import { safetyComponents } from '../../src/service/components.ts';
+import { buildServer } from '../../src/service/server.ts';
 import { redteamDir } from '../helpers/golden.ts';
+import { ProceduralBackend } from './support/procedural-components.ts';
 import { bearer, postJson, startHarness, tempDir, type Harness } from './support/harness.ts';
 
 // The service with the real policy screener and audit log of src/safety in its request
@@ -92,6 +95,31 @@ describe('provenance on images the service returns', () => {
       expect((JSON.parse(body.info) as { redline: { provenance: unknown[] } }).redline.provenance[0]).toEqual({ parameters: true, xmp: true, c2pa: 'signed', watermark: true });
     } finally {
       await h.close();
+    }
+  });
+});
+
+describe('the production safety wiring (components.ts)', () => {
+  it('loads policy, screener, audit, image checks and provenance, and a procedural render passes them', async () => {
+    const dataDir = tempDir('components');
+    const safety = await safetyComponents({ dataDir, role: 'server' });
+    const backend = new ProceduralBackend({ stepMs: 0 });
+    const server = await buildServer({ dataDir, components: { ...safety, backend }, logger: false });
+    try {
+      const address = await server.app.listen({ host: '127.0.0.1', port: 0 });
+      const key = server.ctx.store.createKey('creator', 'wiring').key;
+      const res = await postJson(`${address}/sdapi/v1/txt2img`, { prompt: 'a teal and orange gradient', steps: 2, width: 256, height: 256 }, bearer(key));
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { images: string[] };
+      expect(body.images).toHaveLength(1);
+      const report = await checkProvenance(Buffer.from(body.images[0]!, 'base64'));
+      expect(report.c2pa.signatureValid).toBe(true);
+      expect(report.watermark.payloadHex).toBe('524c00000000');
+      const health = (await (await fetch(`${address}/api/v1/health`)).json()) as Record<string, unknown>;
+      expect(health).toMatchObject({ output_checks: true, provenance: true, audit: true });
+    } finally {
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });
