@@ -523,3 +523,75 @@ export function upsampleNearestTo(x: Value, like: Value): Value {
     nearest_mode: attr.string('floor'),
   })[0]!;
 }
+
+// ---- ops added for reverse-mode autodiff (src/graph/autodiff.ts) ----
+
+/** ONNX ConvTranspose (NCHW, weight [C, M/group, k...]): the input-gradient of a Conv.
+ * `outputPadding` adds to the end of each spatial dim, so a stride-2 conv's gradient lands
+ * on its input's exact size. */
+export function convTranspose(x: Value, w: Value, opts: ConvOptions & { outputPadding?: readonly number[] } = {}): Value {
+  const op = 'ConvTranspose';
+  sameDtype(op, x, w);
+  const spatial = x.rank - 2;
+  if (spatial < 1 || w.rank !== x.rank) fail(op, `input ${x} and weight ${w} must have the same rank >= 3`);
+  const group = opts.group ?? 1;
+  if (x.shape[1] !== w.shape[0]) fail(op, `input ${x} has ${x.shape[1]} channels, weight ${w} expects ${w.shape[0]}`);
+  const strides = opts.strides ?? Array(spatial).fill(1);
+  const pads = opts.pads ?? Array(2 * spatial).fill(0);
+  const dil = opts.dilations ?? Array(spatial).fill(1);
+  const outPad = opts.outputPadding ?? Array(spatial).fill(0);
+  const shape: Dim[] = [x.shape[0]!, mulDim(w.shape[1]!, group)];
+  for (let i = 0; i < spatial; i++) {
+    const k = w.shape[2 + i];
+    if (typeof k !== 'number') fail(op, `kernel ${w} must have numeric spatial dims`);
+    const extra = dil[i]! * (k - 1) + 1 + outPad[i]! - pads[i]! - pads[spatial + i]! - strides[i]!;
+    const grown = mulDim(x.shape[2 + i]!, strides[i]!);
+    const d = addDim(grown, extra);
+    if (d === undefined) fail(op, `cannot express the output size of ${x} dim ${2 + i} (stride ${strides[i]}, extra ${extra}) as a monomial`);
+    shape.push(d);
+  }
+  const attrs: Record<string, AttrValue> = { strides: attr.ints(strides), pads: attr.ints(pads), dilations: attr.ints(dil), group: attr.int(group) };
+  if (outPad.some((p) => p !== 0)) attrs.output_padding = attr.ints(outPad);
+  return x.graph.addNode(op, [x, w], [{ dtype: x.dtype, shape }], attrs)[0]!;
+}
+
+/** Zero padding with constant widths: `pads` = [begin per axis..., end per axis...]. */
+export function pad(x: Value, pads: readonly number[]): Value {
+  if (pads.length !== 2 * x.rank) fail('Pad', `${pads.length} pad widths for rank ${x.rank} input ${x}`);
+  if (pads.some((p) => !Number.isInteger(p) || p < 0)) fail('Pad', `pad widths ${formatShape(pads)} must be non-negative integers`);
+  const shape = x.shape.map((d, i) => {
+    const s = addDim(d, pads[i]! + pads[x.rank + i]!);
+    if (s === undefined) fail('Pad', `cannot pad symbolic dim ${d} of ${x}`);
+    return s;
+  });
+  return x.graph.addNode('Pad', [x, i64s(x.graph, pads, 'pads')], [{ dtype: x.dtype, shape }], { mode: attr.string('constant') })[0]!;
+}
+
+/** Average pooling with kernel = stride = `factor` over the spatial dims of NC... input,
+ * which must divide them: the sum-pool (times factor^n) that is nearest upsampling's gradient. */
+export function averagePool(x: Value, factor: number): Value {
+  if (x.rank < 3) fail('AveragePool', `input ${x} must be [N, C, ...]`);
+  const shape = x.shape.map((d, i) => {
+    if (i < 2) return d;
+    const q = divDim(d, factor);
+    if (q === undefined) fail('AveragePool', `dim ${i} of ${x} is not divisible by ${factor}`);
+    return q;
+  });
+  const k = Array(x.rank - 2).fill(factor);
+  return x.graph.addNode('AveragePool', [x], [{ dtype: x.dtype, shape }], { kernel_shape: attr.ints(k), strides: attr.ints(k) })[0]!;
+}
+
+/** ScatterND with reduction 'add': data with `updates` added at `indices` ([..., 1] into
+ * axis 0): the gradient of Gather on a table. */
+export function scatterAdd(data: Value, indices: Value, updates: Value): Value {
+  const op = 'ScatterND';
+  sameDtype(op, data, updates);
+  if (indices.dtype !== 'i64') fail(op, `indices ${indices} must be i64`);
+  if (indices.shape[indices.rank - 1] !== 1) fail(op, `indices ${indices} must end in 1 (rows of axis 0)`);
+  const expect = [...indices.shape.slice(0, -1), ...data.shape.slice(1)];
+  if (expect.length !== updates.rank || expect.some((d, i) => d !== updates.shape[i])) fail(op, `updates ${updates} must be ${formatShape(expect)}`);
+  return data.graph.addNode(op, [data, indices, updates], [{ dtype: data.dtype, shape: data.shape }], { reduction: attr.string('add') })[0]!;
+}
+
+/** Natural logarithm. */
+export const log = (x: Value): Value => unary('Log', x);
