@@ -5,7 +5,6 @@
 
 // C0/C1 controls except none (tabs and newlines flatten to spaces first), bidi embeddings,
 // overrides and isolates, zero-width and BOM characters.
-// eslint-disable-next-line no-control-regex
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
 
 export function cleanText(value: unknown, maxLength: number): string {
