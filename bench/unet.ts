@@ -4,7 +4,7 @@
 // file, as fp16 checkpoints are on disk; no download.
 //
 //   npx tsx bench/unet.ts [--steps 3] [--prepack on|off] [--opt all|extended|basic]
-//                         [--threads N] [--size 512] [--keep DIR]
+//                         [--threads N] [--size 512] [--keep DIR] [--cache] [--profile PREFIX]
 //
 // The weights are generated in one child process and measured in a fresh one, so the load
 // time is a cold start and the peak RSS is the measuring process's own.
@@ -20,6 +20,7 @@ import { MappedWeightSource, type StoredTensor } from '../src/models/checkpoint/
 import { writeOnnx } from '../src/graph/onnx.ts';
 import { UnetSession } from '../src/models/sessions.ts';
 import { buildUnet } from '../src/models/unet.ts';
+import { graphCacheKey } from '../src/runtime/compile.ts';
 import { Session } from '../src/runtime/session.ts';
 import { f32ToF16Bits } from '../src/tensor/half.ts';
 import { SafetensorsFile, writeSafetensors } from '../src/tensor/safetensors.ts';
@@ -90,15 +91,25 @@ function peakRssBytes(): number {
   return m ? Number(m[1]) * 1024 : process.resourceUsage().maxRSS * 1024;
 }
 
-async function measure(dir: string, o: { steps: number; prepack: boolean; opt: 'all' | 'extended' | 'basic'; threads?: number; size: number; profile?: string }): Promise<void> {
+async function measure(dir: string, o: { steps: number; prepack: boolean; opt: 'all' | 'extended' | 'basic'; threads?: number; size: number; profile?: string; cache?: string }): Promise<void> {
   const cfg = SD15_CONFIGS.unet;
   const t0 = performance.now();
   const file = SafetensorsFile.open(join(dir, WEIGHTS));
   const entries = new Map<string, StoredTensor>();
   for (const key of file.keys()) entries.set(key, { file, key, shape: file.info(key).shape });
   const weights = new MappedWeightSource('benchmark UNet', entries);
-  const graph = buildUnet(cfg, weights);
-  const { modelPath } = writeOnnx(graph, join(dir, 'onnx'));
+  // --cache: weights widened to f32 once into an export cache (what UnetSession.create
+  // does with cacheDir); otherwise f16 weights linked with in-graph Casts folded by ORT.
+  const graph = buildUnet(cfg, weights, { widenWeights: !!o.cache });
+  let modelPath: string;
+  let cacheHit = false;
+  if (o.cache) {
+    const key = graphCacheKey(graph)!;
+    const cached = join(o.cache, `unet-${key}`);
+    cacheHit = existsSync(join(cached, 'model.onnx'));
+    if (!cacheHit) writeOnnx(graph, cached);
+    modelPath = join(cached, 'model.onnx');
+  } else modelPath = writeOnnx(graph, join(dir, 'onnx')).modelPath;
   const exportS = (performance.now() - t0) / 1000;
   const c0 = cpu();
   const ort = await Session.create(modelPath, {
@@ -137,13 +148,14 @@ async function measure(dir: string, o: { steps: number; prepack: boolean; opt: '
       prepack: o.prepack,
       optimization: o.opt,
       threads: o.threads ?? 'all cores',
+      weights: o.cache ? (cacheHit ? 'f32 export cache (hit)' : 'f32 export cache (written now)') : 'f16 linked + Cast',
       load_s: +loadS.toFixed(2),
       load_export_s: +exportS.toFixed(2),
       load_session_cpu_s: +loadCpu.toFixed(2),
       step_cpu_s: stepCpu.map((s) => +s.toFixed(2)),
       step_minor_faults: stepFaults,
       load_avg: loadavg()[0]!.toFixed(1),
-      first_step_s: +stepS[0]!.toFixed(2),
+      first_step_s: stepS.length ? +stepS[0]!.toFixed(2) : null,
       step_s: steady.length ? +steady[Math.floor(steady.length / 2)]!.toFixed(2) : null,
       steps_s: stepS.map((s) => +s.toFixed(2)),
       peak_rss_gb_after_load: +(rssAfterLoad / 2 ** 30).toFixed(2),
@@ -165,6 +177,7 @@ async function main(): Promise<void> {
       size: { type: 'string', default: '512' },
       keep: { type: 'string' },
       profile: { type: 'string' },
+      cache: { type: 'boolean' },
       role: { type: 'string' },
       dir: { type: 'string' },
       help: { type: 'boolean' },
@@ -183,13 +196,14 @@ async function main(): Promise<void> {
       ...(values.threads ? { threads: Number(values.threads) } : {}),
       size: Number(values.size),
       ...(values.profile ? { profile: values.profile } : {}),
+      ...(values.cache ? { cache: join(values.dir!, 'export-cache') } : {}),
     });
   }
   const dir = values.keep ?? mkdtempSync(join(tmpdir(), 'redline-bench-unet-'));
   mkdirSync(dir, { recursive: true });
   const self = new URL(import.meta.url).pathname;
-  const child = (role: string): void => {
-    const args = ['--import', 'tsx', self, '--role', role, '--dir', dir, ...process.argv.slice(2).filter((a, i, all) => a !== '--keep' && all[i - 1] !== '--keep')];
+  const child = (role: string, extra: string[] = []): void => {
+    const args = ['--import', 'tsx', self, '--role', role, '--dir', dir, ...process.argv.slice(2).filter((a, i, all) => a !== '--keep' && all[i - 1] !== '--keep'), ...extra];
     const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`bench ${role} failed (${r.status})`);
   };
@@ -200,7 +214,11 @@ async function main(): Promise<void> {
       console.error(`generated random fp16 SD 1.5 UNet weights in ${((performance.now() - t) / 1000).toFixed(1)} s`);
     }
     writeFileSync(join(dir, 'config.json'), JSON.stringify(SD15_CONFIGS.unet, null, 2));
-    child('measure');
+    if (values.cache) {
+      rmSync(join(dir, 'export-cache'), { recursive: true, force: true });
+      child('measure', ['--steps', '0']); // writes the export cache
+    }
+    child('measure'); // a fresh process: cold start (from the cache with --cache)
   } finally {
     if (!values.keep) rmSync(dir, { recursive: true, force: true });
   }

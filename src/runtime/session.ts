@@ -8,6 +8,9 @@
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { RedlineError } from '../errors.ts';
+import { Graph } from '../graph/graph.ts';
+import { exportOnnx } from '../graph/onnx.ts';
+import * as op from '../graph/ops.ts';
 import type { DType } from '../tensor/dtype.ts';
 import { Tensor } from '../tensor/tensor.ts';
 
@@ -149,6 +152,29 @@ export class Session {
   async release(): Promise<void> {
     await this.ort.release();
   }
+}
+
+const probes = new Map<Provider, Promise<string | null>>();
+
+/** null when `provider` can start on this machine, else ORT's reason (cached per process). */
+export function probeProvider(provider: Provider): Promise<string | null> {
+  let p = probes.get(provider);
+  if (!p) {
+    p = (async () => {
+      const g = new Graph('probe');
+      g.output('y', op.identity(g.input('x', 'f32', [1])));
+      const model = exportOnnx(g);
+      try {
+        const s = await Session.create(model, { provider });
+        await s.release();
+        return null;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    })();
+    probes.set(provider, p);
+  }
+  return p;
 }
 
 function isProviderFailure(message: string): boolean {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../../src/models/checkpoint/load.ts';
 import { TextEncoderSession } from '../../src/models/sessions.ts';
+import { probeProvider, type Provider } from '../../src/runtime/session.ts';
 import { SafetensorsFile } from '../../src/tensor/safetensors.ts';
 import { goldenJson, goldenPath } from '../helpers/golden.ts';
 
@@ -18,7 +19,19 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return m;
 }
 
-describe.each(['diffusers', 'sd15_tiny_original.safetensors'])('CLIP text encoder from %s matches transformers', (source) => {
+// CPU always; WebGPU where it can start (the suite names the reason when it skips it).
+const webgpuUnavailable = await probeProvider('webgpu');
+const runs: [string, Provider][] = [
+  ['diffusers', 'cpu'],
+  ['sd15_tiny_original.safetensors', 'cpu'],
+  ['diffusers', 'webgpu'],
+];
+
+describe.each(runs)('CLIP text encoder from %s on %s matches transformers', (source, provider) => {
+  if (provider === 'webgpu' && webgpuUnavailable) {
+    it.skip(`webgpu skipped: the provider cannot start here (${webgpuUnavailable.split('\n')[0]!.slice(0, 160)})`, () => {});
+    return;
+  }
   const cases = goldenJson<TextEncoderCases>('components', 'text_encoder.json');
   const golden = SafetensorsFile.open(goldenPath('components', 'text_encoder.safetensors'));
   const hidden = cases.input_ids.length > 0 ? golden.info('last_hidden_state').shape[2]! : 0;
@@ -26,7 +39,7 @@ describe.each(['diffusers', 'sd15_tiny_original.safetensors'])('CLIP text encode
 
   beforeAll(async () => {
     const ckpt = openCheckpoint(goldenPath('models', source), { configs: goldenPath('models', 'diffusers') });
-    session = await TextEncoderSession.create(ckpt.configs.text_encoder, ckpt.components.text_encoder);
+    session = await TextEncoderSession.create(ckpt.configs.text_encoder, ckpt.components.text_encoder, { provider });
   });
   afterAll(() => session.release());
 

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../../src/models/checkpoint/load.ts';
 import { UnetSession } from '../../src/models/sessions.ts';
+import { probeProvider, type Provider } from '../../src/runtime/session.ts';
 import { SafetensorsFile } from '../../src/tensor/safetensors.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 import { goldenJson, goldenPath } from '../helpers/golden.ts';
@@ -24,15 +25,28 @@ const caseNames = Object.keys(entry.tensors)
   .map((k) => k.slice(0, -'.out'.length));
 const outputs = new Map<string, Map<string, Float32Array>>();
 
-describe.each(['diffusers', 'sd15_tiny_original.safetensors'])('UNet from %s matches diffusers UNet2DConditionModel', (source) => {
+// Every golden case runs on the CPU and, where it can start (a GPU with Vulkan, or Mesa's
+// lavapipe), on WebGPU; the suite names the reason when it skips WebGPU.
+const webgpuUnavailable = await probeProvider('webgpu');
+const runs: [string, Provider][] = [
+  ['diffusers', 'cpu'],
+  ['sd15_tiny_original.safetensors', 'cpu'],
+  ['diffusers', 'webgpu'],
+];
+
+describe.each(runs)('UNet from %s on %s matches diffusers UNet2DConditionModel', (source, provider) => {
+  if (provider === 'webgpu' && webgpuUnavailable) {
+    it.skip(`webgpu skipped: the provider cannot start here (${webgpuUnavailable.split('\n')[0]!.slice(0, 160)})`, () => {});
+    return;
+  }
   const golden = SafetensorsFile.open(goldenPath('components', 'unet.safetensors'));
   let session: UnetSession;
   const mine = new Map<string, Float32Array>();
-  outputs.set(source, mine);
+  outputs.set(`${source}/${provider}`, mine);
 
   beforeAll(async () => {
     const ckpt = openCheckpoint(goldenPath('models', source), { configs: goldenPath('models', 'diffusers') });
-    session = await UnetSession.create(ckpt.configs.unet, ckpt.components.unet);
+    session = await UnetSession.create(ckpt.configs.unet, ckpt.components.unet, { provider });
   });
   afterAll(() => session.release());
 
@@ -75,8 +89,8 @@ describe.each(['diffusers', 'sd15_tiny_original.safetensors'])('UNet from %s mat
 
 describe('UNet from the diffusers folder and the single file', () => {
   it('gives identical outputs', () => {
-    const a = outputs.get('diffusers')!;
-    const b = outputs.get('sd15_tiny_original.safetensors')!;
+    const a = outputs.get('diffusers/cpu')!;
+    const b = outputs.get('sd15_tiny_original.safetensors/cpu')!;
     expect(a.size).toBe(caseNames.length);
     for (const name of caseNames) expect(maxAbsDiff(a.get(name)!, b.get(name)!), name).toBe(0);
   });
