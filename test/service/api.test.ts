@@ -30,8 +30,8 @@ describe('service API on loopback', () => {
       expect(res.status, `${r.method} ${r.url}`).toBe(401);
       expect(res.headers.get('www-authenticate')).toMatch(/Basic/);
     }
-    // Only health, session sign-in and the studio shell are public.
-    expect(h.server.routes.filter((r) => r.public).map((r) => `${r.method} ${r.url}`).sort()).toEqual(['GET /', 'GET /api/v1/health', 'POST /api/v1/session']);
+    // Only health, session sign-in and the studio shell with its static files are public.
+    expect(h.server.routes.filter((r) => r.public).map((r) => `${r.method} ${r.url}`).sort()).toEqual(['GET /', 'GET /api/v1/health', 'GET /assets/:name', 'POST /api/v1/session']);
   });
 
   it('rejects a mistyped key by its checksum and a revoked key', async () => {
