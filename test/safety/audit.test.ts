@@ -166,7 +166,7 @@ describe('redline audit', () => {
 
     const out = join(mkdtempSync(join(tmpdir(), 'redline-export-')), 'audit.jsonl');
     execFileSync(process.execPath, [cli, 'audit', 'export', '--db', path, '--out', out], { encoding: 'utf8', stdio: 'pipe' });
-    const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+    const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { seq: number; ts: string; kind: string; event: unknown; prev_hash: string; hash: string });
     expect(lines.map((l) => l.seq)).toEqual([1, 2, 3, 4]);
     for (const l of lines) expect(l.hash).toBe(rowHash(l.prev_hash, l.seq, l.ts, l.kind, canonicalJson(l.event)));
 

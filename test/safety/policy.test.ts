@@ -2,6 +2,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+
+// Policy documents are mutated freely to build invalid variants.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type PolicyDoc = Record<string, any>;
 import { RedlineError } from '../../src/errors.ts';
 import { HARD_BLOCKED_CATEGORIES } from '../../src/safety/categories.ts';
 import {
@@ -9,8 +13,8 @@ import {
 } from '../../src/safety/policy/policy.ts';
 import { SLD_PRESETS } from '../../src/safety/sld.ts';
 
-function doc(): Record<string, any> {
-  const { source: _s, ...d } = defaultPolicy() as unknown as Record<string, any>;
+function doc(): PolicyDoc {
+  const { source: _s, ...d } = defaultPolicy() as unknown as PolicyDoc;
   return structuredClone(d);
 }
 const parse = (d: unknown) => parsePolicy(JSON.stringify(d), 'test.json');
@@ -81,7 +85,7 @@ describe('hard-blocked categories', () => {
 });
 
 describe('validation errors name the path of the bad field', () => {
-  const cases: [string, (d: Record<string, any>) => void, RegExp][] = [
+  const cases: [string, (d: PolicyDoc) => void, RegExp][] = [
     ['version', (d) => { d.version = 2; }, /policy\.version: expected 1/],
     ['unknown top-level field', (d) => { d.colour = 'red'; }, /policy\.colour: unknown field/],
     ['cap out of range', (d) => { d.roles.creator.maxIntensity = 5; }, /policy\.roles\.creator\.maxIntensity: 5 is outside 0\.\.3/],

@@ -1,4 +1,8 @@
 import { describe, expect, it } from 'vitest';
+
+// Policy documents are mutated freely to build invalid variants.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type PolicyDoc = Record<string, any>;
 import { defaultPolicy, parsePolicy } from '../../src/safety/policy/policy.ts';
 import { EVASION_KINDS, evade } from '../../src/safety/screen/evasions.ts';
 import { Screener, type ScreenResult } from '../../src/safety/screen/screener.ts';
@@ -319,8 +323,8 @@ describe('real people', () => {
   });
 });
 
-function defaultPolicyDoc(): Record<string, any> {
-  const p = defaultPolicy() as unknown as Record<string, any>;
+function defaultPolicyDoc(): PolicyDoc {
+  const p = defaultPolicy() as unknown as PolicyDoc;
   const { source: _source, ...doc } = p;
   return structuredClone(doc);
 }

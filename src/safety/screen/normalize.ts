@@ -236,14 +236,13 @@ export function squeeze(text: string): { key: string; runs: Uint8Array } {
   let key = '';
   let k = -1;
   let prev = -1;
-  let keyStart = 0;
   let changed = false;
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === prev) {
       if (runs[k]! < 255) runs[k]!++;
       if (!changed) {
-        key = text.slice(keyStart, i);
+        key = text.slice(0, i);
         changed = true;
       }
     } else {
