@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { mergeToFile } from '../../src/adapters/merge.ts';
 import { openCheckpoint, writeDiffusersFolder, writeSingleFile } from '../../src/models/checkpoint/index.ts';
 import { writeSafetensors } from '../../src/tensor/safetensors.ts';
 import { repoRoot } from '../helpers/golden.ts';
@@ -76,5 +77,20 @@ describe('redline CLI', () => {
     const res = cli('merge', '--model', single, '--lora', fx, '--out', join(dir, 'x.safetensors'));
     expect(res.status).toBe(1);
     expect(res.stderr).toMatch(/norm_num_groups 32.*--config DIR/);
+  });
+});
+
+describe('mergeToFile as a diffusers folder', () => {
+  it('writes a folder that reloads with the fused weight and the untouched ones bit-exact', async () => {
+    const out = join(dir, 'merged-folder');
+    const report = await mergeToFile({ model: single, configs: folder, loras: [{ path: fx, unet: 1, te: 1 }], out, format: 'diffusers' });
+    expect(report.fusedWeights).toBe(1);
+    const ck = openCheckpoint(out);
+    const delta = refMatmul(up.toFloat32(), 8, 2, down.toFloat32(), 8);
+    const want = sources.unet.get(`${MOD}.weight`).toFloat32().map((v, i) => v + delta[i]!);
+    expect(maxAbsDiff(ck.components.unet.get(`${MOD}.weight`).toFloat32(), want)).toBeLessThan(1e-6);
+    expect(maxAbsDiff(ck.components.vae.get('decoder.conv_out.weight').toFloat32(), sources.vae.get('decoder.conv_out.weight').toFloat32())).toBe(0);
+    expect(ck.tokenizerDir).toBeNull(); // a single-file base has no tokenizer to copy
+    ck.close();
   });
 });
