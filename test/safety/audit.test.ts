@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { AuditLog, canonicalJson, rowHash, GENESIS_HASH } from '../../src/safety/audit/audit-log.ts';
-import { screenEvent } from '../../src/safety/audit/events.ts';
+import { generationEvent, screenEvent } from '../../src/safety/audit/events.ts';
 import { defaultPolicy } from '../../src/safety/policy/policy.ts';
 import { Screener } from '../../src/safety/screen/screener.ts';
 import { repoRoot } from '../helpers/golden.ts';
@@ -150,6 +150,31 @@ describe('audit log', () => {
     expect(row.event.blocks![0]).toMatchObject({ stage: 'prompt', category: 'minors_graded' });
     expect(row.event.categories![0]!.evidence!.map((e) => e.text)).toContain('toddler');
     expect(row.event.prompts).toEqual({ storage: 'text', prompt: request.prompt });
+    log.close();
+  });
+});
+
+describe('generation events', () => {
+  it('record model and adapter hashes, output hashes, and output-check blocks with scores', () => {
+    const { log } = freshLog(0);
+    const request = { prompt: 'a knight with a bleeding wound', loras: ['blood_framework'] };
+    const screen = new Screener(defaultPolicy()).screen(request, 'viewer');
+    const ok = log.append(generationEvent(log, {
+      caller: 'carol', request, screen,
+      model: { name: 'sd15', sha256: 'a'.repeat(64), shortHash: 'aaaaaaaaaa' },
+      adapters: [{ name: 'blood_framework', sha256: 'b'.repeat(64), strength: 0 }],
+      outputs: [{ sha256: 'c'.repeat(64), width: 512, height: 512 }],
+      details: { seed: 42 },
+    }));
+    expect(ok.event).toMatchObject({ kind: 'generate', verdict: 'clamp', requestedIntensity: 2, effectiveIntensity: 0, details: { seed: 42 } });
+    expect(ok.event.outputs![0]!.sha256).toBe('c'.repeat(64));
+    const blocked = log.append(generationEvent(log, {
+      caller: 'carol', request, screen, outputs: [],
+      blocks: [{ stage: 'output', category: 'minors_graded', reason: 'face estimated under 25', scores: { age: 14.2 } }],
+    }));
+    expect(blocked.event.kind).toBe('block');
+    expect(blocked.event.blocks![0]!.scores).toEqual({ age: 14.2 });
+    expect(log.verify().ok).toBe(true);
     log.close();
   });
 });

@@ -26,3 +26,31 @@ export function screenEvent(log: AuditLog, caller: string, request: ScreenReques
     details: result.persons.length ? { persons: result.persons } : undefined,
   };
 }
+
+export interface GenerationRecord {
+  caller: string;
+  request: ScreenRequest;
+  screen: ScreenResult;
+  model?: AuditEvent['model'];
+  adapters?: AuditEvent['adapters'];
+  /** SHA-256 of each image returned or stored. */
+  outputs?: AuditEvent['outputs'];
+  /** Output checks that blocked an image (with their scores). */
+  blocks?: AuditEvent['blocks'];
+  details?: Record<string, unknown>;
+}
+
+/** The audit event for one generation (kind 'generate', or 'block' when every image was blocked). */
+export function generationEvent(log: AuditLog, g: GenerationRecord): AuditEvent {
+  const base = screenEvent(log, g.caller, g.request, g.screen);
+  const blocked = (g.blocks?.length ?? 0) > 0 && (g.outputs?.length ?? 0) === 0;
+  return {
+    ...base,
+    kind: blocked ? 'block' : 'generate',
+    model: g.model,
+    adapters: g.adapters,
+    outputs: g.outputs,
+    blocks: [...(base.blocks ?? []), ...(g.blocks ?? [])].length ? [...(base.blocks ?? []), ...(g.blocks ?? [])] : undefined,
+    details: { ...(base.details ?? {}), ...(g.details ?? {}) },
+  };
+}
