@@ -217,6 +217,17 @@ describe('web studio session', () => {
     await fetch(`${h.base}/api/v1/session`, { method: 'DELETE', headers: { cookie, 'x-csrf-token': csrf_token } });
     expect((await fetch(`${h.base}/api/v1/me`, { headers: { cookie } })).status).toBe(401);
   });
+
+  it('slows down password guessing', async () => {
+    const fresh = await startHarness();
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 12; i++) statuses.push((await postJson(`${fresh.base}/api/v1/session`, { username: 'grace', password: `guess number ${i}` })).status);
+      expect(statuses).toEqual([...Array(10).fill(401), 429, 429]);
+    } finally {
+      await fresh.close();
+    }
+  });
 });
 
 describe('rate limits', () => {

@@ -180,9 +180,15 @@ export function registerNativeRoutes(app: FastifyInstance, ctx: Ctx): void {
       response: {
         200: { type: 'object', properties: { username: { type: 'string' }, role: { type: 'string' }, intensity_cap: { type: 'integer' }, csrf_token: { type: 'string' } } },
         401: errorSchema,
+        429: errorSchema,
       },
     },
   }, async (req, reply) => {
+    // Password guessing: 10 attempts per user name and per client address, one more every 6 s.
+    for (const bucket of [`login-user:${req.body.username}`, `login-ip:${req.ip}`]) {
+      const d = ctx.limiter.take(bucket, 1, { capacity: 10, refillPerSecond: 1 / 6 });
+      if (!d.allowed) return sendError(req, reply, 429, 'rate_limited', `too many sign-in attempts; retry in ${d.retryAfterS} s`, { ...d.headers, 'Retry-After': String(d.retryAfterS) });
+    }
     const r = await store.login(req.body.username, req.body.password);
     if (!r) return sendError(req, reply, 401, 'bad_credentials', 'wrong user name or password');
     reply.setCookie(SESSION_COOKIE, r.token, { httpOnly: true, sameSite: 'strict', secure: req.protocol === 'https', path: '/', maxAge: 12 * 3600 });
