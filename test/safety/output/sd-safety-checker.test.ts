@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RedlineError } from '../../../src/errors.ts';
 import { CLIP_MEAN, CLIP_STD, clipPixelValues, safetyCheckerScores, SdSafetyChecker } from '../../../src/safety/output/sd-safety-checker.ts';
-import { SafetensorsFile } from '../../../src/tensor/safetensors.ts';
+import { readSafetensors, SafetensorsFile, writeSafetensors } from '../../../src/tensor/safetensors.ts';
 import { flatColour } from './synthetic.ts';
 
 const FIXTURE = join(import.meta.dirname, 'fixtures', 'tiny_sd_safety_checker');
@@ -80,6 +80,22 @@ describe('SD safety checker', () => {
       const want = (v / 255 - CLIP_MEAN[c]!) / CLIP_STD[c]!;
       for (let i = 0; i < size * size; i++) expect(flat[c * size * size + i]).toBeCloseTo(want, 5);
     });
+  });
+
+  it('loads the fp16 variant (model.fp16.safetensors) with the embedding within fp16 rounding', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'redline-sc16-'));
+    try {
+      const half = new Map([...readSafetensors(join(FIXTURE, 'model.safetensors'))].map(([k, t]) => [k, t.to('f16')]));
+      writeSafetensors(join(dir, 'model.fp16.safetensors'), half);
+      copyFileSync(join(FIXTURE, 'config.json'), join(dir, 'config.json'));
+      const checker = await SdSafetyChecker.load(join(dir, 'model.fp16.safetensors'));
+      const embed = await checker.embed(Float32Array.from(expected.pixel_values));
+      const maxErr = Math.max(...expected.image_embeds.map((v, i) => Math.abs(v - embed[i]!)));
+      expect(maxErr).toBeGreaterThan(0); // really ran on rounded weights
+      expect(maxErr).toBeLessThan(2e-2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('needs the head count from config.json when the hidden size is not a multiple of 64', async () => {
