@@ -240,3 +240,23 @@ export async function listAdapters(dir: string, opts: ListOptions = {}): Promise
   for (const f of findAdapterFiles(dir)) out.push(await describeAdapterFile(f, dir, opts));
   return out;
 }
+
+/**
+ * The strength an intensity level maps to in the adapter's sidecar calibration. A level the
+ * sidecar does not calibrate is an error, not a guess: the safety layer clamps levels, and
+ * an uncalibrated adapter must not silently run at some default strength.
+ */
+export function strengthForLevel(adapter: Pick<AdapterListing, 'name' | 'sidecar'>, level: string | number): number {
+  const key = String(level);
+  const table = adapter.sidecar?.intensity;
+  const s = table?.[key];
+  if (s === undefined) {
+    const known = table ? Object.keys(table) : [];
+    throw new RedlineError(
+      'intensity_uncalibrated',
+      `${adapter.name} has no calibrated strength for intensity level ${cleanText(key, 20)}${known.length ? ` (calibrated: ${known.join(', ')})` : ' (no sidecar calibration)'}.`,
+      `Add "intensity": {"${cleanText(key, 20)}": STRENGTH} to ${adapter.name}.json beside the adapter.`,
+    );
+  }
+  return s;
+}

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { cleanText, listAdapters, parseLoraSpec, parseSidecar } from '../../src/adapters/index.ts';
+import { cleanText, listAdapters, parseLoraSpec, parseSidecar, strengthForLevel } from '../../src/adapters/index.ts';
 import { writeSafetensors } from '../../src/tensor/safetensors.ts';
 import { randn, rng } from './helpers.ts';
 
@@ -68,6 +68,13 @@ describe('listAdapters', async () => {
     const b = by('blood.safetensors');
     expect(b.sidecar).toEqual({ category: 'vfx-gore', intensity: { '1': 0.3, '2': 0.55, '3': 0.8 }, notes: 'calibrated on 20 seeds' });
     expect(b.warnings).toEqual(['sidecar field "extra" is not known and was ignored']);
+  });
+
+  it('intensity levels map to the calibrated strength; an uncalibrated level is an error', () => {
+    const b = by('blood.safetensors');
+    expect(strengthForLevel(b, 2)).toBe(0.55);
+    expect(() => strengthForLevel(b, 4)).toThrow(/no calibrated strength for intensity level 4 \(calibrated: 1, 2, 3\)/);
+    expect(() => strengthForLevel(by('sub/loha.safetensors'), 1)).toThrow(/no sidecar calibration/);
   });
 
   it('kind and family from the tensors, bad numbers reported', () => {
