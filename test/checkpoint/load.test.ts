@@ -73,7 +73,27 @@ describe('round trips', () => {
     writeSingleFile(p, sources, configs, { dtype: 'f16' });
     const ck = openCheckpoint(p, { configs });
     expect(ck.components.unet.dtype('conv_in.weight')).toBe('f16');
-    sameAsSources(ck, 2 ** -11); // |values| <= 0.5: fp16 spacing there is 2^-12, rounding error <= half of it... with margin
+    sameAsSources(ck, 2 ** -12); // |values| < 0.5: fp16 spacing <= 2^-12, rounding moves a value by <= 2^-13
+    ck.close();
+  });
+
+  it('bf16 export loads as bf16 within bf16 precision', () => {
+    const p = join(root, 'bf16.safetensors');
+    writeSingleFile(p, sources, configs, { dtype: 'bf16' });
+    const ck = openCheckpoint(p, { configs });
+    expect(ck.components.text_encoder.dtype('text_model.final_layer_norm.weight')).toBe('bf16');
+    sameAsSources(ck, 2 ** -9); // |values| < 0.5: bf16 spacing <= 2^-9, rounding moves a value by <= 2^-10
+    ck.close();
+  });
+
+  it('an inpainting UNet (9 input channels) is recognised from conv_in', () => {
+    const inpaint = tinyConfigs(true);
+    inpaint.unet.in_channels = 9;
+    const p = join(root, 'inpaint.safetensors');
+    writeSingleFile(p, tinySources(inpaint), inpaint);
+    const ck = openCheckpoint(p);
+    expect(ck.configs.unet.in_channels).toBe(9);
+    expect(ck.components.unet.shape('conv_in.weight')).toEqual([32, 9, 3, 3]);
     ck.close();
   });
 
