@@ -46,13 +46,16 @@ export async function safetyComponents(ctx: Parameters<ComponentsFactory>[0]): P
  * exists, serving refuses to start rather than run without a generator.
  */
 export const createDefaultComponents: ComponentsFactory = async (ctx) => {
-  const safety = await safetyComponents(ctx);
-  void safety;
-  throw new RedlineError(
-    'components_missing',
-    'this build has no generation backend (src/pipeline) wired into the service yet.',
-    'Pass --components MODULE (a module exporting createComponents) or wire the backend in src/service/components.ts.',
-  );
+  // Replace with: const backend = await PipelineBackend.open(...);
+  const backend: ServiceComponents['backend'] | null = null;
+  if (backend === null) {
+    throw new RedlineError(
+      'components_missing',
+      'this build has no generation backend (src/pipeline) wired into the service yet.',
+      'Pass --components MODULE (a module exporting createComponents) or wire the backend in src/service/components.ts.',
+    );
+  }
+  return { ...(await safetyComponents(ctx)), backend };
 };
 
 /** Loads `createComponents` from a module path given on the command line. */
