@@ -546,7 +546,7 @@ export function convTranspose(x: Value, w: Value, opts: ConvOptions & { outputPa
     if (typeof k !== 'number') fail(op, `kernel ${w} must have numeric spatial dims`);
     const extra = dil[i]! * (k - 1) + 1 + outPad[i]! - pads[i]! - pads[spatial + i]! - strides[i]!;
     const grown = mulDim(x.shape[2 + i]!, strides[i]!);
-    const d = addDim(grown, extra);
+    const d = extra === 0 ? grown : addDim(grown, extra);
     if (d === undefined) fail(op, `cannot express the output size of ${x} dim ${2 + i} (stride ${strides[i]}, extra ${extra}) as a monomial`);
     shape.push(d);
   }
