@@ -401,6 +401,10 @@ export class ServiceStore {
     return this.db.prepare('SELECT * FROM job_images WHERE job_id = ? ORDER BY idx').all(id) as JobImageRow[];
   }
 
+  countJobImages(id: string): number {
+    return (this.db.prepare('SELECT COUNT(*) AS n FROM job_images WHERE job_id = ?').get(id) as { n: number }).n;
+  }
+
   jobImage(id: string, idx: number): JobImageRow | undefined {
     return this.db.prepare('SELECT * FROM job_images WHERE job_id = ? AND idx = ?').get(id, idx) as JobImageRow | undefined;
   }

@@ -120,7 +120,7 @@ export function jobView(ctx: Ctx, job: JobRow) {
     progress: { step: job.progress_step, total: job.progress_total },
     error: job.error,
     intensity: { requested: s.requestedIntensity, effective: s.effectiveIntensity, verdict: s.verdict, reason: s.reason },
-    image_count: job.state === 'succeeded' ? ctx.store.jobImages(job.id).length : 0,
+    image_count: job.state === 'succeeded' ? ctx.store.countJobImages(job.id) : 0,
     links: {
       self: `/api/v1/jobs/${job.id}`,
       events: `/api/v1/jobs/${job.id}/events`,
