@@ -34,6 +34,14 @@ export interface GenerationRequest {
   initImage?: RgbImage;
   /** img2img denoising strength in (0, 1]. */
   strength?: number;
+  /** LoRA/LyCORIS files to apply, each with a text-encoder and a UNet strength. */
+  adapters?: AdapterRequest[];
+}
+
+export interface AdapterRequest {
+  path: string;
+  te: number;
+  unet: number;
 }
 
 export interface ResolvedRequest {
@@ -54,6 +62,7 @@ export interface ResolvedRequest {
   /** `<lora:...>` tags found in the prompts (removed from the text). */
   loraTags: LoraTag[];
   initImage?: RgbImage;
+  adapters: AdapterRequest[];
 }
 
 export interface StepEvent {
@@ -64,10 +73,20 @@ export interface StepEvent {
   predOriginal: Float32Array | null;
 }
 
-/** Per-step guidance hook: receives uncond and cond noise predictions for the batch
- * and may replace the combined prediction (Safe Latent Diffusion lives in safety/). */
+/** Per-step guidance hook: receives the noise predictions for the batch and writes the
+ * combined prediction (Safe Latent Diffusion lives in safety/ and plugs in here). */
 export interface GuidanceHook {
-  combine(args: { uncond: Float32Array; cond: Float32Array; cfgScale: number; step: number; out: Float32Array }): Promise<void> | void;
+  /** A third conditioning the UNet also runs on every step (SLD's safety concept). */
+  conceptPrompt?: string;
+  combine(args: {
+    uncond: Float32Array;
+    cond: Float32Array;
+    /** Prediction for conceptPrompt, when one is set. */
+    concept: Float32Array | null;
+    cfgScale: number;
+    step: number;
+    out: Float32Array;
+  }): Promise<void> | void;
 }
 
 export interface GenerationHooks {
@@ -134,6 +153,12 @@ export function resolveRequest(req: GenerationRequest): ResolvedRequest {
     strength,
     loraTags: [...pos.loras, ...neg.loras],
     ...(req.initImage ? { initImage: req.initImage } : {}),
+    adapters: (req.adapters ?? []).map((a) => {
+      for (const [k, v] of [['te', a.te], ['unet', a.unet]] as const) {
+        if (!Number.isFinite(v) || Math.abs(v) > 4) throw new RedlineError('bad_option', `Adapter ${a.path}: ${k} strength must be a number from -4 to 4, got ${v}.`);
+      }
+      return { ...a };
+    }),
   };
 }
 
@@ -155,8 +180,10 @@ export class Generator {
   async generate(req: GenerationRequest | ResolvedRequest, hooks: GenerationHooks = {}): Promise<GeneratedImage[]> {
     const r = 'loraTags' in req ? req : resolveRequest(req);
     const { model } = this;
+    await model.setAdapters(r.adapters.map((a) => ({ adapter: model.loadAdapter(a.path), te: a.te, unet: a.unet })));
     const cond = await model.prompts.encode(r.prompt, r.clipSkip);
     const uncond = await model.prompts.encode(r.negativePrompt, r.clipSkip);
+    const concept = hooks.guidance?.conceptPrompt !== undefined ? await model.prompts.encode(hooks.guidance.conceptPrompt, r.clipSkip) : null;
     let initLatentsMean: Float32Array | null = null;
     let initLatentsLogvar: Float32Array | null = null;
     if (r.strength !== undefined) {
@@ -166,7 +193,7 @@ export class Generator {
     for (let b = 0; b < r.batchCount; b++) {
       throwIfAborted(hooks.signal);
       const seeds = Array.from({ length: r.batchSize }, (_, i) => r.seed + b * r.batchSize + i);
-      const latents = await this.sample(r, b, seeds, cond, uncond, initLatentsMean, initLatentsLogvar, hooks);
+      const latents = await this.sample(r, b, seeds, [uncond, cond, ...(concept ? [concept] : [])], initLatentsMean, initLatentsLogvar, hooks);
       const decoded = await this.decode(latents, r);
       const plane = 4 * (r.height / 8) * (r.width / 8);
       seeds.forEach((seed, i) => {
@@ -200,8 +227,8 @@ export class Generator {
     r: ResolvedRequest,
     batch: number,
     seeds: number[],
-    cond: EncodedPrompt,
-    uncond: EncodedPrompt,
+    /** [uncond, cond] or [uncond, cond, concept] */
+    conditions: EncodedPrompt[],
     initMean: Float32Array | null,
     initLogvar: Float32Array | null,
     hooks: GenerationHooks,
@@ -234,33 +261,18 @@ export class Generator {
       const s = sampler.initNoiseSigma;
       if (s !== 1) for (let k = 0; k < latents.length; k++) latents[k] = Math.fround(latents[k]! * s);
     }
-    const sameLength = cond.tokens === uncond.tokens;
-    const width = this.model.prompts.width;
-    const combinedContext = sameLength ? new Float32Array([...repeatBatch(uncond, B), ...repeatBatch(cond, B)]) : null;
     const eps = new Float32Array(B * perImage);
     const steps = sampler.timesteps.length;
     for (let i = 0; i < steps; i++) {
       throwIfAborted(hooks.signal);
       const t = sampler.timesteps[i]!;
       const x = sampler.scaleModelInput(latents, i);
-      let u: Float32Array;
-      let c: Float32Array;
-      if (combinedContext) {
-        const both = new Float32Array(2 * B * perImage);
-        both.set(x, 0);
-        both.set(x, B * perImage);
-        const out = await this.unet(both, 2 * B, h, w, t, combinedContext, cond.tokens, width);
-        u = out.subarray(0, B * perImage);
-        c = out.subarray(B * perImage);
-      } else {
-        u = await this.unet(x, B, h, w, t, repeatBatch(uncond, B), uncond.tokens, width);
-        c = await this.unet(x, B, h, w, t, repeatBatch(cond, B), cond.tokens, width);
-      }
+      const [u, c, k] = await this.predict(x, B, h, w, t, conditions);
       if (hooks.guidance) {
-        await hooks.guidance.combine({ uncond: u, cond: c, cfgScale: r.cfgScale, step: i, out: eps });
+        await hooks.guidance.combine({ uncond: u!, cond: c!, concept: k ?? null, cfgScale: r.cfgScale, step: i, out: eps });
       } else {
         const g = r.cfgScale;
-        for (let k = 0; k < eps.length; k++) eps[k] = u[k]! + g * (c[k]! - u[k]!);
+        for (let q = 0; q < eps.length; q++) eps[q] = u![q]! + g * (c![q]! - u![q]!);
       }
       sampler.step(eps, i, latents, rng);
       hooks.onStep?.({ batch, step: i + 1, steps, predOriginal: sampler.predOriginalSample });
@@ -268,13 +280,36 @@ export class Generator {
     return latents;
   }
 
-  private async unet(x: Float32Array, n: number, h: number, w: number, t: number, context: Float32Array, tokens: number, width: number): Promise<Float32Array> {
-    const out = await this.model.unet.run({
-      sample: new Tensor('f32', [n, 4, h, w], x),
-      timestep: new Tensor('f32', [n], new Float32Array(n).fill(t)),
-      encoder_hidden_states: new Tensor('f32', [n, tokens, width], context),
-    }, ['out_sample']);
-    return out.out_sample!.toFloat32();
+  /**
+   * Noise predictions of the batch under each conditioning. Conditionings of the same
+   * token length share one UNet call (batch stacked: uncond first, as diffusers);
+   * prompts of different chunk counts run separately, as A1111 does.
+   */
+  private async predict(x: Float32Array, B: number, h: number, w: number, t: number, conditions: EncodedPrompt[]): Promise<Float32Array[]> {
+    const width = this.model.prompts.width;
+    const per = x.length;
+    const results: Float32Array[] = new Array(conditions.length);
+    const groups = new Map<number, number[]>();
+    conditions.forEach((c, i) => groups.set(c.tokens, [...(groups.get(c.tokens) ?? []), i]));
+    for (const [tokens, members] of groups) {
+      const n = members.length * B;
+      const sample = new Float32Array(n * (per / B));
+      const context = new Float32Array(n * tokens * width);
+      members.forEach((ci, j) => {
+        sample.set(x, j * per);
+        context.set(repeatBatch(conditions[ci]!, B), j * B * tokens * width);
+      });
+      const out = await this.model.unet.run({
+        sample: new Tensor('f32', [n, 4, h, w], sample),
+        timestep: new Tensor('f32', [n], new Float32Array(n).fill(t)),
+        encoder_hidden_states: new Tensor('f32', [n, tokens, width], context),
+      }, ['out_sample']);
+      const pred = out.out_sample!.toFloat32();
+      members.forEach((ci, j) => {
+        results[ci] = pred.subarray(j * per, (j + 1) * per);
+      });
+    }
+    return results;
   }
 
   private async decode(latents: Float32Array, r: ResolvedRequest): Promise<Float32Array> {

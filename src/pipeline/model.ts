@@ -13,6 +13,9 @@ import { buildVaeDecoder, buildVaeEncoder } from '../models/vae.ts';
 import type { WeightSource } from '../models/weights.ts';
 import { type Provider, Session, type SessionOptions } from '../runtime/session.ts';
 import { loadTokenizer, resolveTokenizerDir, type ClipTokenizer } from '../text/tokenizer.ts';
+import { type AdapterStrength, fuseAdapters, fusedSources } from '../adapters/fuse.ts';
+import { buildModuleIndex, type ModuleIndex } from '../adapters/module-index.ts';
+import { loadAdapter, type LoadedAdapter } from '../adapters/load.ts';
 import { PromptEncoder } from './prompt-encoder.ts';
 
 export interface LoadModelOptions {
@@ -36,18 +39,34 @@ const IN_MEMORY_PARAMETER_LIMIT = 50_000_000;
 
 export class StableDiffusionModel {
   private vaeEncoderSession: Promise<Session> | null = null;
+  private moduleIndex: ModuleIndex | null = null;
+  private readonly adapterCache = new Map<string, LoadedAdapter>();
+  /** Identifies the adapters (files and strengths) baked into the current sessions. */
+  private adapterSignature = '';
 
   private constructor(
     readonly path: string,
     readonly checkpoint: Checkpoint,
     readonly tokenizer: ClipTokenizer,
-    readonly textEncoder: Session,
-    readonly unet: Session,
+    private textEncoderSession: Session,
+    private unetSession: Session,
     readonly vaeDecoder: Session,
-    readonly prompts: PromptEncoder,
+    private promptEncoder: PromptEncoder,
     private readonly sessionOptions: SessionOptions,
     private readonly onnxDir: string,
   ) {}
+
+  get textEncoder(): Session {
+    return this.textEncoderSession;
+  }
+
+  get unet(): Session {
+    return this.unetSession;
+  }
+
+  get prompts(): PromptEncoder {
+    return this.promptEncoder;
+  }
 
   /** The checkpoint's name as A1111 shows it: the file (or folder) name without extension. */
   get name(): string {
@@ -106,13 +125,41 @@ export class StableDiffusionModel {
     return this.vaeEncoderSession;
   }
 
-  /** Rebuilds the text encoder and UNet sessions over other weights (fused adapters). */
-  async withWeights(components: { unet: WeightSource; text_encoder: WeightSource }): Promise<{ textEncoder: Session; unet: Session }> {
+  /** Reads an adapter file matched against this model (cached per path). */
+  loadAdapter(path: string): LoadedAdapter {
+    let a = this.adapterCache.get(path);
+    if (!a) {
+      this.moduleIndex ??= buildModuleIndex(this.checkpoint);
+      a = loadAdapter(path, this.moduleIndex);
+      this.adapterCache.set(path, a);
+    }
+    return a;
+  }
+
+  /**
+   * Makes the text encoder and UNet run with these adapters at these strengths (none:
+   * the base weights). The adapters are fused into copies of the affected weights and the
+   * two sessions rebuilt; an unchanged set costs nothing.
+   */
+  async setAdapters(adapters: AdapterStrength[]): Promise<void> {
+    const active = adapters.filter((a) => a.te !== 0 || a.unet !== 0);
+    const signature = active.map((a) => `${a.adapter.path}\u0000${a.te}\u0000${a.unet}`).join('\u0001');
+    if (signature === this.adapterSignature) return;
+    const base = this.checkpoint.components;
+    const sources = active.length ? fusedSources(base, fuseAdapters(base, active)) : base;
+    await this.rebuild(sources);
+    this.adapterSignature = signature;
+  }
+
+  private async rebuild(components: { unet: WeightSource; text_encoder: WeightSource }): Promise<void> {
     const { configs } = this.checkpoint;
-    const maxClipSkip = this.prompts.maxClipSkip;
+    const maxClipSkip = this.promptEncoder.maxClipSkip;
     const textEncoder = await createSession(buildTextEncoder(configs.text_encoder, components.text_encoder, { maxClipSkip }), this.sessionOptions, this.onnxDir);
     const unet = await createSession(buildUnet(configs.unet, components.unet), this.sessionOptions, this.onnxDir);
-    return { textEncoder, unet };
+    await Promise.all([this.textEncoderSession.release(), this.unetSession.release()]);
+    this.textEncoderSession = textEncoder;
+    this.unetSession = unet;
+    this.promptEncoder = new PromptEncoder(this.tokenizer, textEncoder, this.promptEncoder.width, maxClipSkip);
   }
 
   async release(): Promise<void> {
