@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mergeToFile } from '../../src/adapters/merge.ts';
-import { buildModuleIndex, describeMatch, fuseAdapters, fuseAdaptersFast, loadAdapter, moduleDelta } from '../../src/adapters/index.ts';
+import { buildModuleIndex, describeMatch, fuseAdapters, fuseAdaptersFast, loadAdapter, moduleDelta, runtimeModules } from '../../src/adapters/index.ts';
 import { openCheckpoint } from '../../src/models/checkpoint/index.ts';
 import { SafetensorsFile } from '../../src/tensor/safetensors.ts';
 import { goldenJson, goldenPath } from '../helpers/golden.ts';
@@ -79,6 +79,30 @@ describe('golden LoRA merge', () => {
       });
     }
   }
+
+  it('the runtime factors (down, up, scale) rebuild the golden merged weights', () => {
+    for (const file of files) {
+      const mods = runtimeModules(loadAdapter(goldenPath('lora', file), index));
+      for (const key of mergedKeys) {
+        const m = /^merged_weight_scale([0-9.]+)\.(.+)$/.exec(key)!;
+        const { component, weight } = locate(m[2]!);
+        const rt = mods.find((x) => x.component === component && `${x.module}.weight` === weight)!;
+        expect(rt.form).toBe('matmul');
+        const [rank, inp] = rt.downShape as [number, number];
+        const out = rt.upShape![0]!;
+        const base = model.components[component].get(weight).toFloat32();
+        const rebuilt = new Float32Array(base.length);
+        for (let o = 0; o < out; o++) {
+          for (let i = 0; i < inp; i++) {
+            let s = 0;
+            for (let r = 0; r < rank; r++) s += rt.up![o * rank + r]! * rt.down![r * inp + i]!;
+            rebuilt[o * inp + i] = base[o * inp + i]! + Number(m[1]) * rt.scale * s;
+          }
+        }
+        expect(maxAbs(rebuilt, goldens.getFloat32(key)), `${file} ${key}`).toBeLessThanOrEqual(ATOL);
+      }
+    }
+  });
 
   it('the kohya and PEFT files give the same delta for every module', () => {
     const [kohya, peft] = files.map((f) => loadAdapter(goldenPath('lora', f), index));
