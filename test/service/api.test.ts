@@ -187,6 +187,22 @@ describe('service API on loopback', () => {
   });
 });
 
+describe('CORS when the operator opens it', () => {
+  it('grants only the configured origin, preflight included', async () => {
+    const h = await startHarness({ server: { corsOrigins: ['https://studio.example'] } });
+    try {
+      const pre = await fetch(`${h.base}/api/v1/jobs`, { method: 'OPTIONS', headers: { origin: 'https://studio.example', 'access-control-request-method': 'POST' } });
+      expect(pre.status).toBe(204);
+      expect(pre.headers.get('access-control-allow-origin')).toBe('https://studio.example');
+      expect(pre.headers.get('access-control-allow-headers')).toMatch(/authorization/);
+      const other = await fetch(`${h.base}/api/v1/me`, { headers: { origin: 'https://other.example', ...bearer(h.keys.viewer) } });
+      expect(other.headers.get('access-control-allow-origin')).toBeNull();
+    } finally {
+      await h.close();
+    }
+  });
+});
+
 describe('web studio session', () => {
   let h: Harness;
   beforeAll(async () => {
