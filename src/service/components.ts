@@ -9,6 +9,7 @@ import { loadPolicy } from '../safety/policy/policy.ts';
 import { loadSigningIdentity } from '../safety/provenance/index.ts';
 import { Screener } from '../safety/screen/screener.ts';
 import type { ComponentsFactory, ServiceComponents } from './backend.ts';
+import { PipelineBackend } from './pipeline-backend.ts';
 import { auditSink, rolesFromPolicy, serviceOutputChecker, serviceProvenance, serviceScreener } from './safety-wiring.ts';
 
 /**
@@ -41,21 +42,22 @@ export async function safetyComponents(ctx: Parameters<ComponentsFactory>[0]): P
 }
 
 /**
- * The production wiring of the layers below the service. The pipeline engineer replaces
- * the throw below with the pipeline's GenerationBackend (see README.md). Until a backend
- * exists, serving refuses to start rather than run without a generator.
+ * The production wiring of the layers below the service: the safety components above and
+ * the pipeline backend over the checkpoint REDLINE_MODEL (a path) and/or the checkpoints in
+ * REDLINE_MODELS_DIR, with LoRAs from REDLINE_LORAS_DIR. Without any checkpoint, serving
+ * refuses to start rather than run without a generator.
  */
 export const createDefaultComponents: ComponentsFactory = async (ctx) => {
-  // Replace with: const backend = await PipelineBackend.open(...);
-  const backend: ServiceComponents['backend'] | null = null;
-  if (backend === null) {
-    throw new RedlineError(
-      'components_missing',
-      'this build has no generation backend (src/pipeline) wired into the service yet.',
-      'Pass --components MODULE (a module exporting createComponents) or wire the backend in src/service/components.ts.',
-    );
-  }
-  return { ...(await safetyComponents(ctx)), backend };
+  const safety = await safetyComponents(ctx);
+  const policy = loadPolicy(process.env.REDLINE_POLICY);
+  const backend = await PipelineBackend.open({
+    policy,
+    ...(process.env.REDLINE_MODEL ? { model: process.env.REDLINE_MODEL } : {}),
+    modelsDir: process.env.REDLINE_MODELS_DIR ?? join(ctx.dataDir, 'models'),
+    lorasDir: process.env.REDLINE_LORAS_DIR ?? join(ctx.dataDir, 'loras'),
+    ...(process.env.REDLINE_TOKENIZER ? { tokenizerDir: process.env.REDLINE_TOKENIZER } : {}),
+  });
+  return { ...safety, backend };
 };
 
 /** Loads `createComponents` from a module path given on the command line. */

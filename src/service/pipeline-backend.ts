@@ -1,0 +1,312 @@
+// The service's GenerationBackend over the real pipeline (src/pipeline): model folder and
+// LoRA folder listings, request mapping, graded adapters set by the effective intensity
+// (never by the request), Safe Latent Diffusion when a graded request was clamped, and
+// live progress with cheap latent previews.
+import { existsSync, statSync } from 'node:fs';
+import { basename, extname, join, resolve } from 'node:path';
+import sharp from 'sharp';
+import { type AdapterListing, listAdapters } from '../adapters/registry.ts';
+import { RedlineError } from '../errors.ts';
+import { fileHashes, modelShortHash } from '../models/checkpoint/hash.ts';
+import { listModels as listModelFolder } from '../models/checkpoint/registry.ts';
+import { type AdapterRequest, Generator } from '../pipeline/generate.ts';
+import { decodeImage, encodePng } from '../pipeline/image.ts';
+import { generationInfotext } from '../pipeline/infotext.ts';
+import { StableDiffusionModel } from '../pipeline/model.ts';
+import type { Provider } from '../runtime/session.ts';
+import { resolveSamplerName, SAMPLER_NAMES } from '../sampling/index.ts';
+import type { IntensityLevel } from '../safety/categories.ts';
+import { type AdapterCalibration, generationSettings, type Policy } from '../safety/policy/policy.ts';
+import { SafeLatentGuidance, SLD_CONCEPTS } from '../safety/sld.ts';
+import type {
+  AdapterInfo, GenerateOptions, GenerationBackend, GenerationRequest, GenerationResult, ModelInfo, SamplerInfo,
+} from './backend.ts';
+
+export interface PipelineBackendOptions {
+  /** Folder of checkpoints (single files and diffusers folders). */
+  modelsDir?: string;
+  /** Checkpoint loaded first: a path, or a name inside modelsDir. Default: the first usable one. */
+  model?: string;
+  /** Folder of LoRA/LyCORIS files (with optional NAME.json sidecars). */
+  lorasDir?: string;
+  /** Folder with vocab.json + merges.txt for single-file checkpoints. */
+  tokenizerDir?: string;
+  provider?: Provider;
+  policy: Policy;
+}
+
+interface ModelEntry {
+  path: string;
+  info: ModelInfo;
+}
+
+/** A1111's "Approx cheap" latent -> RGB map: a preview for a few microseconds per pixel. */
+const LATENT_RGB = [
+  [0.298, 0.207, 0.208],
+  [0.187, 0.286, 0.173],
+  [-0.158, 0.189, 0.264],
+  [-0.184, -0.271, -0.473],
+] as const;
+
+async function previewPng(latents: Float32Array, h: number, w: number): Promise<Buffer> {
+  const rgb = new Uint8Array(h * w * 3);
+  const plane = h * w;
+  for (let p = 0; p < plane; p++) {
+    for (let c = 0; c < 3; c++) {
+      let v = 0;
+      for (let l = 0; l < 4; l++) v += latents[l * plane + p]! * LATENT_RGB[l]![c]!;
+      rgb[p * 3 + c] = Math.max(0, Math.min(255, Math.round(((v + 1) / 2) * 255)));
+    }
+  }
+  return sharp(rgb, { raw: { width: w, height: h, channels: 3 } }).resize(w * 4, h * 4, { kernel: 'nearest' }).png().toBuffer();
+}
+
+function isGraded(a: AdapterListing): boolean {
+  return (a.sidecar?.category ?? '').replace(/-/g, '_') === 'graphic_injury';
+}
+
+function calibrationOf(a: AdapterListing): AdapterCalibration | undefined {
+  const t = a.sidecar?.intensity;
+  if (!t || t['1'] === undefined || t['2'] === undefined || t['3'] === undefined) return undefined;
+  return { levelStrengths: { 1: t['1'], 2: t['2'], 3: t['3'] } };
+}
+
+export class PipelineBackend implements GenerationBackend {
+  private model: StableDiffusionModel | null = null;
+  private modelEntry: ModelEntry | null = null;
+  private models: ModelEntry[] = [];
+  private adapters: AdapterListing[] = [];
+  private busy: Promise<unknown> = Promise.resolve();
+
+  private constructor(private readonly opts: PipelineBackendOptions) {}
+
+  static async open(opts: PipelineBackendOptions): Promise<PipelineBackend> {
+    const b = new PipelineBackend(opts);
+    await b.rescan();
+    const first = opts.model ? b.findModel(opts.model) : b.models[0];
+    if (!first) {
+      throw new RedlineError('model_missing', 'No usable SD 1.5 checkpoint was found for the server.',
+        'Pass --model PATH, or put checkpoints in the models folder (REDLINE_MODELS_DIR).');
+    }
+    await b.load(first);
+    return b;
+  }
+
+  private async rescan(): Promise<void> {
+    const entries: ModelEntry[] = [];
+    const add = async (path: string): Promise<void> => {
+      const isFile = statSync(path).isFile();
+      const hashes = isFile ? await fileHashes(path) : null;
+      const name = basename(path);
+      const short = hashes ? modelShortHash(hashes) : null;
+      entries.push({
+        path,
+        info: {
+          title: short ? `${name} [${short}]` : name,
+          model_name: extname(name) === '.safetensors' ? name.slice(0, -'.safetensors'.length) : name,
+          hash: short,
+          sha256: hashes?.sha256 ?? null,
+          filename: path,
+        },
+      });
+    };
+    if (this.opts.model && existsSync(this.opts.model)) await add(resolve(this.opts.model));
+    if (this.opts.modelsDir && existsSync(this.opts.modelsDir)) {
+      for (const m of await listModelFolder(this.opts.modelsDir)) {
+        const p = resolve(this.opts.modelsDir, m.path);
+        if (m.usable && !entries.some((e) => e.path === p)) await add(p);
+      }
+    }
+    this.models = entries;
+    this.adapters = this.opts.lorasDir && existsSync(this.opts.lorasDir) ? await listAdapters(this.opts.lorasDir) : [];
+  }
+
+  private findModel(name: string): ModelEntry | undefined {
+    const abs = existsSync(name) ? resolve(name) : null;
+    return this.models.find((m) => m.path === abs || m.info.title === name || m.info.model_name === name || basename(m.path) === name);
+  }
+
+  private async load(entry: ModelEntry): Promise<void> {
+    const next = await StableDiffusionModel.load(entry.path, {
+      ...(this.opts.tokenizerDir ? { tokenizerDir: this.opts.tokenizerDir } : {}),
+      ...(this.opts.provider ? { provider: this.opts.provider } : {}),
+    });
+    const old = this.model;
+    this.model = next;
+    this.modelEntry = entry;
+    await old?.release();
+  }
+
+  async generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
+    // One generation at a time per backend: sessions and adapter state are shared.
+    const run = this.busy.then(() => this.generateNow(request, options));
+    this.busy = run.catch(() => undefined);
+    return run;
+  }
+
+  private async generateNow(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult> {
+    if (request.model && this.modelEntry && request.model !== this.modelEntry.info.title && request.model !== this.modelEntry.info.model_name) {
+      await this.switchModel(request.model);
+    }
+    const model = this.model!;
+    const entry = this.modelEntry!;
+    const policy = this.opts.policy;
+    const effective = Math.max(0, Math.min(3, Math.trunc(request.intensity))) as IntensityLevel;
+    const requested = Math.max(effective, Math.min(3, Math.trunc(request.screening.requestedIntensity))) as IntensityLevel;
+
+    // Adapters: graded ones (sidecar category graphic_injury) run at the strength the
+    // policy (or the adapter's calibration) gives the effective level; the user's weight
+    // can only lower it. Others run at the user's weight.
+    const adapterRequests: AdapterRequest[] = [];
+    const adapterHashes: Record<string, string> = {};
+    const loraHashes: Array<{ name: string; hash: string }> = [];
+    let sld = undefined as ReturnType<typeof generationSettings>['sld'];
+    let cfgScale = request.cfgScale;
+    const base = generationSettings(policy, requested, effective);
+    if (base.cfgScaleMax !== undefined) cfgScale = Math.min(cfgScale, base.cfgScaleMax);
+    sld = base.sld;
+    for (const use of request.adapters) {
+      const a = this.adapters.find((x) => x.name === use.name);
+      if (!a) throw new RedlineError('unknown_adapter', `No adapter named "${use.name}" is installed.`, 'GET /sdapi/v1/loras lists the installed adapters.');
+      const path = join(this.opts.lorasDir!, a.file);
+      let strength = use.weight;
+      if (isGraded(a)) {
+        const s = generationSettings(policy, requested, effective, calibrationOf(a));
+        strength = s.adapterStrength * Math.max(0, Math.min(1, use.weight));
+      }
+      if (strength !== 0) adapterRequests.push({ path, te: strength, unet: strength });
+      if (a.hashes) {
+        adapterHashes[a.name] = `sha256:${a.hashes.sha256}`;
+        loraHashes.push({ name: a.name, hash: a.hashes.a1111 });
+      }
+    }
+
+    let initImage;
+    if (request.mode === 'img2img') {
+      if (!request.initImages[0]) throw new RedlineError('bad_request', 'img2img needs an init image.');
+      initImage = await decodeImage(request.initImages[0], { width: request.width, height: request.height });
+    }
+    const sampler = resolveSamplerName(request.scheduler === 'Karras' && !/Karras$/.test(request.sampler) ? `${request.sampler} Karras` : request.sampler);
+    const guidance = sld
+      ? (() => {
+          const sldState = new SafeLatentGuidance(sld, cfgScale);
+          return {
+            conceptPrompt: SLD_CONCEPTS.graphic_injury,
+            combine: ({ uncond, cond, concept, step, out }: { uncond: Float32Array; cond: Float32Array; concept: Float32Array | null; step: number; out: Float32Array }) => {
+              sldState.step(step, uncond, cond, concept!, out);
+            },
+          };
+        })()
+      : undefined;
+    const steps = request.mode === 'img2img' ? Math.max(1, Math.trunc(request.steps * (request.denoisingStrength ?? 0.75))) : request.steps;
+    const total = steps * request.nIter;
+    let done = 0;
+    const h = request.height / 8;
+    const w = request.width / 8;
+    const started = Date.now();
+    // SLD state is per batch: a fresh guidance object for each batch of the request.
+    const images = [];
+    for (let b = 0; b < request.nIter; b++) {
+      const batchGuidance = guidance && sld ? (() => {
+        const state = new SafeLatentGuidance(sld, cfgScale);
+        return { conceptPrompt: guidance.conceptPrompt, combine: (a: Parameters<typeof guidance.combine>[0]) => { state.step(a.step, a.uncond, a.cond, a.concept!, a.out); } };
+      })() : undefined;
+      const out = await new Generator(model).generate({
+        prompt: request.prompt,
+        negativePrompt: request.negativePrompt,
+        sampler,
+        steps: request.steps,
+        cfgScale,
+        seed: request.seed + b * request.batchSize,
+        rng: 'gpu',
+        width: request.width,
+        height: request.height,
+        batchSize: request.batchSize,
+        batchCount: 1,
+        clipSkip: request.clipSkip,
+        ...(request.eta !== null ? { eta: request.eta } : {}),
+        ...(initImage ? { initImage, strength: request.denoisingStrength ?? 0.75 } : {}),
+        adapters: adapterRequests,
+      }, {
+        signal: options.signal,
+        ...(batchGuidance ? { guidance: batchGuidance } : {}),
+        onStep: (e) => {
+          done++;
+          const wantPreview = e.predOriginal && (e.step % 5 === 0 || e.step === e.steps);
+          if (!wantPreview) {
+            options.onProgress(done, total);
+            return;
+          }
+          void previewPng(e.predOriginal!.subarray(0, 4 * h * w), h, w).then(
+            (png) => options.onProgress(done, total, png),
+            () => options.onProgress(done, total),
+          );
+        },
+      });
+      for (const img of out) {
+        const infotext = generationInfotext({
+          prompt: request.prompt,
+          negativePrompt: request.negativePrompt,
+          steps: request.steps,
+          sampler,
+          cfgScale,
+          seed: img.seed,
+          width: request.width,
+          height: request.height,
+          ...(entry.info.hash ? { modelHash: entry.info.hash } : {}),
+          model: entry.info.model_name,
+          ...(initImage ? { denoisingStrength: request.denoisingStrength ?? 0.75 } : {}),
+          clipSkip: request.clipSkip,
+          ...(loraHashes.length ? { loras: loraHashes } : {}),
+          ...(effective > 0 || requested > 0 ? { extra: [['Intensity', effective] as const] } : {}),
+        });
+        images.push({ png: await encodePng(img.image), infotext, seed: img.seed });
+      }
+    }
+    void guidance;
+    return {
+      images,
+      info: {
+        modelHash: entry.info.sha256 ? `sha256:${entry.info.sha256}` : `name:${entry.info.model_name}`,
+        adapterHashes,
+        seconds: (Date.now() - started) / 1000,
+        provider: model.provider,
+        intensity: effective,
+        sld: Boolean(sld),
+      },
+    };
+  }
+
+  async listModels(): Promise<ModelInfo[]> {
+    return this.models.map((m) => m.info);
+  }
+
+  async listLoras(): Promise<AdapterInfo[]> {
+    return this.adapters.map((a) => ({
+      name: a.name,
+      alias: a.name,
+      path: join(this.opts.lorasDir ?? '', a.file),
+      metadata: { ...a.meta, ...(a.sidecar ? { redline: a.sidecar } : {}) },
+    }));
+  }
+
+  async listSamplers(): Promise<SamplerInfo[]> {
+    return SAMPLER_NAMES.map((name) => ({ name, aliases: [name.toLowerCase().replace(/[^a-z0-9]+/g, '_')], options: {} }));
+  }
+
+  async currentModel(): Promise<string | null> {
+    return this.modelEntry?.info.title ?? null;
+  }
+
+  async switchModel(name: string): Promise<void> {
+    const entry = this.findModel(name);
+    if (!entry) throw new RedlineError('unknown_model', `No checkpoint named "${name}".`, 'GET /sdapi/v1/sd-models lists the checkpoints.');
+    if (entry === this.modelEntry) return;
+    await this.load(entry);
+  }
+
+  async close(): Promise<void> {
+    await this.model?.release();
+    this.model = null;
+  }
+}
