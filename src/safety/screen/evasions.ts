@@ -4,9 +4,13 @@
 // deliberately independent of the screener's confusables data, so the evaluation does not
 // only test the screener against its own table.
 
-export type EvasionKind = 'homoglyph' | 'zero_width' | 'leetspeak' | 'spacing' | 'repeated' | 'mixed_case' | 'combined';
+export type EvasionKind = 'homoglyph' | 'zero_width' | 'leetspeak' | 'spacing' | 'split_words' | 'repeated' | 'mixed_case' | 'combined';
 
+/** The evasions the red-team README names (plus a combination of three of them). */
 export const EVASION_KINDS: readonly EvasionKind[] = ['homoglyph', 'zero_width', 'leetspeak', 'spacing', 'repeated', 'mixed_case', 'combined'];
+
+/** Harder variants reported separately: a space typed at a random point inside words. */
+export const EXTRA_EVASION_KINDS: readonly EvasionKind[] = ['split_words'];
 
 /** Small deterministic PRNG (mulberry32) so variants are reproducible from a seed. */
 export function rng(seed: number): () => number {
@@ -83,6 +87,13 @@ export function evade(prompt: string, kind: EvasionKind, seed: number): string {
       const sep = pick([' ', '.', '-', '_', ' . ', '*']);
       return prompt.split(/(\s+)/).map((w) => (/^[A-Za-z]{3,}$/.test(w) ? [...w].join(sep) : w)).join(sep === ' ' ? '   ' : ' ');
     }
+    case 'split_words':
+      // One space typed inside longer words ("nu de", "chil d").
+      return prompt.replace(/[A-Za-z]{4,}/g, (w) => {
+        if (r() < 0.4) return w;
+        const at = 1 + Math.floor(r() * (w.length - 1));
+        return `${w.slice(0, at)} ${w.slice(at)}`;
+      });
     case 'repeated':
       return mapLetters(prompt, (ch) => (r() < 0.3 ? ch.repeat(2 + Math.floor(r() * 3)) : ch));
     case 'mixed_case':

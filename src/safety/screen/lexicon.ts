@@ -75,6 +75,8 @@ export interface Match {
   /** Span in the original text. */
   start: number;
   end: number;
+  /** Found by joining two tokens; such a match never hides the matches inside it. */
+  compound?: boolean;
 }
 
 export interface Analysis {
@@ -113,8 +115,27 @@ export class LexiconIndex {
   private readonly stems = new Map<string, Pattern[]>();
   /** Every single-word form (including multi-word terms written as one word) for substring search. */
   private readonly singles: Pattern[] = [];
+  /** Every word of every term and group (keys), and the stems: what this lexicon "knows". */
+  private readonly vocabulary = new Set<string>();
+  /** Stems of four or more letters, by their first four letters. */
+  private readonly stemIndex = new Map<string, PatternWord[]>();
 
-  constructor(private readonly groups: Map<string, Set<string>>) {}
+  constructor(private readonly groups: Map<string, Set<string>>) {
+    for (const g of groups.values()) for (const k of g) this.vocabulary.add(k);
+  }
+
+  /** Whether a token is a word of this lexicon: exactly, or extending a stem (of four or more letters, longer than `stemLongerThan`). */
+  knows(t: Token, stemLongerThan = 0): boolean {
+    if (this.vocabulary.has(t.key)) return true;
+    const stems = this.stemIndex.get(t.key.slice(0, 4));
+    if (!stems) return false;
+    for (const w of stems) if (w.key.length > stemLongerThan && t.key.startsWith(w.key)) return true;
+    return false;
+  }
+
+  addVocabulary(words: Iterable<string>): void {
+    for (const w of words) for (const k of wordKeys(w)) this.vocabulary.add(k.key);
+  }
 
   groupKeys(name: string): Set<string> | undefined {
     return this.groups.get(name);
@@ -145,6 +166,17 @@ export class LexiconIndex {
   }
 
   private addPattern(p: Pattern): void {
+    for (const w of p.words) {
+      if (w.prefix) {
+        if (w.key.length >= 4) {
+          const k = w.key.slice(0, 4);
+          const list = this.stemIndex.get(k) ?? this.stemIndex.set(k, []).get(k)!;
+          if (!list.some((x) => x.key === w.key)) list.push(w);
+        }
+      } else {
+        this.vocabulary.add(w.key);
+      }
+    }
     const first = p.words[0]!;
     if (first.prefix) {
       const k = first.key.slice(0, 3);
@@ -236,16 +268,16 @@ export class LexiconIndex {
   }
 
   /** Matches single-word patterns on a virtual token made of two adjacent tokens. */
-  matchCompound(tok: Token, from: number, to: number, out: Match[]): void {
-    const before = out.length;
+  matchCompound(tok: Token, from: number, to: number, out: Match[], tags?: ReadonlySet<Tag>): void {
     const exact = this.exact.get(tok.key);
     const cands = [...(exact ?? []), ...(tok.key.length >= 3 ? this.stems.get(tok.key.slice(0, 3)) ?? [] : [])];
     for (const p of cands) {
       if (p.words.length !== 1 || !wordMatches(p.words[0]!, tok)) continue;
-      out.push({ tag: p.entry.tag, level: p.entry.level, term: p.term, person: p.person, from, to, start: tok.start, end: tok.end });
+      // Across a space only whole terms count: a stem would let "toddler playing" read as one word.
+      if (tags && (!tags.has(p.entry.tag) || p.words[0]!.prefix)) continue;
+      out.push({ tag: p.entry.tag, level: p.entry.level, term: p.term, person: p.person, from, to, start: tok.start, end: tok.end, compound: true });
       entryOf.set(out[out.length - 1]!, p.entry);
     }
-    void before;
   }
 }
 
@@ -279,6 +311,10 @@ export function baseLexicon(): LexiconIndex {
   lex.entries.forEach((e, i) => idx.addEntry(e, `lexicon.yaml entries[${i}]`));
   const people = loadYaml<PeopleData>('public-figures.yaml');
   addPeople(idx, people.people);
+  // Words the category rules read directly (ages).
+  idx.addVocabulary(['year', 'years', 'yr', 'yrs', 'yo', 'old', 'age', 'aged', 'ages', 'one', 'two', 'three', 'four',
+    'five', 'six', 'seven', 'eight', 'nine', 'ten', 'eleven', 'twelve', 'thirteen', 'fourteen', 'fifteen', 'sixteen',
+    'seventeen', 'eighteen', 'nineteen', 'twenty']);
   baseIndex = idx;
   return idx;
 }
@@ -331,7 +367,7 @@ export function resolveOverlaps(matches: Match[]): Match[] {
   const kept: Match[] = [];
   const seen = new Set<string>();
   for (const m of sorted) {
-    const inside = kept.some((k) => k.from <= m.from && m.to <= k.to && (k.to - k.from) > (m.to - m.from));
+    const inside = kept.some((k) => (!k.compound || k.tag === 'benign') && k.from <= m.from && m.to <= k.to && (k.to - k.from) > (m.to - m.from));
     if (inside) continue;
     const id = `${m.tag}:${m.from}:${m.to}:${m.level}:${m.person ?? ''}`;
     if (seen.has(id)) continue;
@@ -341,20 +377,64 @@ export function resolveOverlaps(matches: Match[]): Match[] {
   return kept.filter((m) => m.tag !== 'benign').sort((a, b) => a.from - b.from || a.to - b.to);
 }
 
+// Short words that are words in their own right, never a fragment ("shot a" is not "shota").
+const FUNCTION_WORDS = new Set(['a', 'an', 'the', 'of', 'in', 'on', 'at', 'to', 'is', 'it', 'its', 'and', 'or', 'as', 'by',
+  'be', 'we', 'he', 'me', 'my', 'no', 'so', 'do', 'go', 'up', 'us', 'if', 'am', 'are', 'was', 'for', 'not', 'but',
+  'her', 'his', 'him', 'she', 'you', 'our', 'all', 'any', 'one', 'two', 'off', 'out', 'with', 'from', 'into', 'onto']);
+
+const SPLIT_WORD_TAGS: ReadonlySet<Tag> = new Set<Tag>([
+  'minor', 'minor_sexual', 'sexual', 'sexual_violence', 'injury', 'extremist', 'extremist_org', 'selfharm', 'selfharm_imperative',
+]);
+
 /** Tokenises `text` and finds all lexicon (and protected-person) matches after context rules. */
+/**
+ * Re-joins a word split by one typed space ("ero tic", "Obam a", "ye ar"): two tokens
+ * separated by a single space become one when at least one of them is no word the lexicon
+ * knows, neither is a number, and together they spell a word it knows. Known words next
+ * to each other are left alone ("shot a" stays two words), so ordinary text is unchanged.
+ */
+export function rejoinSplitWords(tokens: Token[], text: string, indexes: LexiconIndex[]): Token[] {
+  const knows = (t: Token, stemLongerThan = 0) => indexes.some((idx) => idx.knows(t, stemLongerThan));
+  const out: Token[] = [];
+  const known = tokens.map((t) => knows(t));
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    const b = tokens[i + 1];
+    if (b && !(known[i] && known[i + 1]) && t.num === undefined && b.num === undefined && !t.letters && !b.letters
+      && b.start === t.end + 1 && text.charCodeAt(t.end) === 32 && !(FUNCTION_WORDS.has(t.text) && FUNCTION_WORDS.has(b.text))) {
+      const { key, runs } = squeeze(t.text + b.text);
+      const joined: Token = { text: t.text + b.text, key, runs, start: t.start, end: b.end };
+      // A stem must reach across the space, or "armed robber" would read as "arm...".
+      if (knows(joined, t.key.length) && !(FUNCTION_WORDS.has(t.text) && known[i + 1]) && !(FUNCTION_WORDS.has(b.text) && known[i])) {
+        out.push(joined);
+        i++;
+        continue;
+      }
+    }
+    out.push(t);
+  }
+  return out;
+}
+
 export function analyze(text: string, indexes: LexiconIndex[]): Analysis {
-  const tokens = mergeSpacedLetters(tokenize(foldText(text)), text);
+  const tokens = rejoinSplitWords(mergeSpacedLetters(tokenize(foldText(text)), text), text, indexes);
   const raw: Match[] = [];
   for (const idx of indexes) idx.matchTokens(tokens, raw);
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i]!;
     if (t.unsegmented && t.letters) for (const idx of indexes) idx.matchJoined(t.letters, i, raw);
-    // Adjacent tokens split only by punctuation ("se.xy", "al-qaeda") may be one word.
+    // A word split by punctuation ("se.xy", "al-qaeda") or by a space typed into it
+    // ("nu de", "gor e"): the two tokens are also read as one. Across a space only the
+    // vocabulary of refused content counts, so ordinary word pairs cannot produce signals.
     const b = tokens[i + 1];
-    if (b && b.start - t.end > 0 && b.start - t.end <= 2 && !/\s/.test(text.slice(t.end, b.start))) {
-      const { key, runs } = squeeze(t.text + b.text);
-      const compound: Token = { text: t.text + b.text, key, runs, start: t.start, end: b.end };
-      for (const idx of indexes) idx.matchCompound(compound, i, i + 2, raw);
+    if (b && b.start > t.end && b.start - t.end <= 2) {
+      const gap = text.slice(t.end, b.start);
+      const spaced = /\s/.test(gap);
+      if (!spaced || (gap === ' ' && t.text.length + b.text.length >= 3 && !FUNCTION_WORDS.has(t.text) && !FUNCTION_WORDS.has(b.text))) {
+        const { key, runs } = squeeze(t.text + b.text);
+        const compound: Token = { text: t.text + b.text, key, runs, start: t.start, end: b.end };
+        for (const idx of indexes) idx.matchCompound(compound, i, i + 2, raw, spaced ? SPLIT_WORD_TAGS : undefined);
+      }
     }
   }
   return { tokens, matches: resolveOverlaps(applyContext(tokens, raw)) };
