@@ -252,6 +252,16 @@ describe('graded intensity', () => {
     ['a zombie with its intestines spilling out, gory, horror concept art', 3],
     ['disemboweled alien corpse on an autopsy table, practical effects', 3],
     ['a castle in the mist', 0],
+    ['a boxer with a swollen eye and a split lip, photo', 1],
+    ['a pirate with a bandaged head, storybook illustration', 1],
+    ['a samurai with a shallow cut on his cheek, ink painting', 1],
+    ['bullet wound makeup on an actor, film set', 2],
+    ['a knife wound on the abdomen, moulage for paramedic training', 2],
+    ['a burn victim moulage for a hospital drill', 2],
+    ['a wounded knight leaning on his sword', 2],
+    ['a creature with its jaw ripped off, practical effects', 3],
+    ['gruesome battlefield with mangled bodies, war painting', 3],
+    ['a compound fracture moulage, medical training', 3],
   ];
   for (const [p, level] of levels) {
     it(`detects level ${level}: ${p}`, () => {
