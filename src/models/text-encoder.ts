@@ -7,7 +7,7 @@ import { RedlineError } from '../errors.ts';
 import { Graph, type Value } from '../graph/graph.ts';
 import * as op from '../graph/ops.ts';
 import type { CLIPTextConfig } from './checkpoint/configs.ts';
-import { bindParams, type ParamBinder, type WeightSource } from './weights.ts';
+import { bindParams, linearModule, type ModuleHook, type ParamBinder, type WeightSource } from './weights.ts';
 
 export type { CLIPTextConfig } from './checkpoint/configs.ts';
 
@@ -16,6 +16,8 @@ export interface TextEncoderBuildOptions {
   maxClipSkip?: number;
   /** Convert f16/bf16 weights to f32 at export instead of in ORT (for cached exports). */
   widenWeights?: boolean;
+  /** Adapter branches on the Linear modules (runtime LoRA, src/adapters/graph-lora.ts). */
+  moduleHook?: ModuleHook;
 }
 
 const F32_LOWEST = -3.4028234663852886e38;
@@ -30,16 +32,18 @@ function activation(name: string, x: Value): Value {
   }
 }
 
-function encoderLayer(p: ParamBinder, prefix: string, x: Value, cfg: CLIPTextConfig, causal: Value): Value {
+function encoderLayer(p: ParamBinder, prefix: string, x: Value, cfg: CLIPTextConfig, causal: Value, attention: 'reference' | 'mha'): Value {
   const h = cfg.hidden_size;
-  const lin = (name: string, v: Value, out: number, inp: number): Value => op.linear(v, p(`${prefix}.${name}.weight`, [out, inp]), p(`${prefix}.${name}.bias`, [out]));
+  const lin = (name: string, v: Value, out: number, inp: number): Value => linearModule(p, `${prefix}.${name}`, v, { shape: [out, inp] });
   const ln = (name: string, v: Value): Value => op.layerNorm(v, p(`${prefix}.${name}.weight`, [h]), p(`${prefix}.${name}.bias`, [h]), cfg.layer_norm_eps);
   let residual = x;
   let y = ln('layer_norm1', x);
   const q = lin('self_attn.q_proj', y, h, h);
   const k = lin('self_attn.k_proj', y, h, h);
   const v = lin('self_attn.v_proj', y, h, h);
-  y = op.multiHeadAttention(q, k, v, cfg.num_attention_heads, { attentionBias: causal });
+  y = attention === 'mha'
+    ? op.multiHeadAttention(q, k, v, cfg.num_attention_heads, { attentionBias: causal })
+    : op.attentionReference(q, k, v, cfg.num_attention_heads, causal);
   y = op.add(residual, lin('self_attn.out_proj', y, h, h));
   residual = y;
   let m = ln('layer_norm2', y);
@@ -50,7 +54,7 @@ function encoderLayer(p: ParamBinder, prefix: string, x: Value, cfg: CLIPTextCon
 /** Graph inputs: input_ids i64 [batch, max_position_embeddings]. */
 export function buildTextEncoder(cfg: CLIPTextConfig, weights: WeightSource, opts: TextEncoderBuildOptions = {}): Graph {
   const g = new Graph('text_encoder');
-  const p = bindParams(g, weights, 'text encoder', { widen: !!opts.widenWeights });
+  const p = bindParams(g, weights, 'text encoder', { widen: !!opts.widenWeights, ...(opts.moduleHook ? { moduleHook: opts.moduleHook } : {}) });
   const n = cfg.max_position_embeddings;
   const h = cfg.hidden_size;
   const ids = g.input('input_ids', 'i64', ['batch', n]);
@@ -61,7 +65,7 @@ export function buildTextEncoder(cfg: CLIPTextConfig, weights: WeightSource, opt
   const causal = g.constant(mask, 'f32', [1, 1, n, n], 'causal_mask');
   const hidden: Value[] = [x];
   for (let l = 0; l < cfg.num_hidden_layers; l++) {
-    x = g.scope(`layers.${l}`, () => encoderLayer(p, `text_model.encoder.layers.${l}`, x, cfg, causal));
+    x = g.scope(`layers.${l}`, () => encoderLayer(p, `text_model.encoder.layers.${l}`, x, cfg, causal, opts.attention ?? 'reference'));
     hidden.push(x);
   }
   const finalNorm = (v: Value): Value =>

@@ -10,7 +10,7 @@ import { RedlineError } from '../errors.ts';
 import { Graph, type Value } from '../graph/graph.ts';
 import * as op from '../graph/ops.ts';
 import type { UNetConfig } from './checkpoint/configs.ts';
-import { bindParams, type ParamBinder, type WeightSource } from './weights.ts';
+import { bindParams, convModule, linearModule, type ModuleHook, type ParamBinder, type WeightSource } from './weights.ts';
 
 export type { UNetConfig } from './checkpoint/configs.ts';
 
@@ -21,6 +21,8 @@ export interface UnetBuildOptions {
   debugOutputs?: boolean;
   /** Convert f16/bf16 weights to f32 at export instead of in ORT (for cached exports). */
   widenWeights?: boolean;
+  /** Adapter branches on the Linear/Conv2d modules (runtime LoRA, src/adapters/graph-lora.ts). */
+  moduleHook?: ModuleHook;
 }
 
 const SUPPORTED_DOWN = new Set(['CrossAttnDownBlock2D', 'DownBlock2D']);
@@ -44,18 +46,15 @@ interface Ctx {
   eps: number;
   temb: Value;
   context: Value;
+  attention: 'mha' | 'reference';
 }
 
 function conv(c: Ctx, name: string, x: Value, opts: { stride?: number } = {}): Value {
-  const w = c.p(`${name}.weight`);
-  const k = w.shape[2] as number;
-  const pad = (k - 1) / 2;
-  const s = opts.stride ?? 1;
-  return op.conv(x, w, c.p(`${name}.bias`), { strides: [s, s], pads: [pad, pad, pad, pad] });
+  return convModule(c.p, name, x, opts);
 }
 
 function linear(c: Ctx, name: string, x: Value, bias = true): Value {
-  return op.linear(x, c.p(`${name}.weight`), bias ? c.p(`${name}.bias`) : null);
+  return linearModule(c.p, name, x, { bias });
 }
 
 function groupNorm(c: Ctx, name: string, x: Value, eps: number): Value {
@@ -82,7 +81,8 @@ function attention(c: Ctx, name: string, x: Value, context: Value | null, heads:
   const src = context ?? x;
   const k = linear(c, `${name}.to_k`, src, false);
   const v = linear(c, `${name}.to_v`, src, false);
-  return linear(c, `${name}.to_out.0`, op.multiHeadAttention(q, k, v, heads));
+  const attended = c.attention === 'reference' ? op.attentionReference(q, k, v, heads) : op.multiHeadAttention(q, k, v, heads);
+  return linear(c, `${name}.to_out.0`, attended);
 }
 
 function transformerBlock(c: Ctx, name: string, x: Value, heads: number): Value {
@@ -151,7 +151,7 @@ export function buildUnet(cfg: UNetConfig, weights: WeightSource, opts: UnetBuil
   const heads = perBlock((cfg.num_attention_heads as number | number[] | null | undefined) ?? cfg.attention_head_dim, n, 'attention_head_dim');
 
   const g = new Graph('unet');
-  const p = bindParams(g, weights, 'UNet', { widen: !!opts.widenWeights });
+  const p = bindParams(g, weights, 'UNet', { widen: !!opts.widenWeights, ...(opts.moduleHook ? { moduleHook: opts.moduleHook } : {}) });
   const sample = g.input('sample', 'f32', ['batch', cfg.in_channels, 'height', 'width']);
   const timestep = g.input('timestep', 'f32', ['batch']);
   const context = g.input('encoder_hidden_states', 'f32', ['batch', 'sequence', cfg.cross_attention_dim]);
@@ -161,7 +161,7 @@ export function buildUnet(cfg: UNetConfig, weights: WeightSource, opts: UnetBuil
 
   const tproj = timestepEmbedding(g, timestep, cfg.block_out_channels[0]!, (cfg.flip_sin_to_cos as boolean | undefined) ?? true, (cfg.freq_shift as number | undefined) ?? 0);
   debug('time_proj', tproj);
-  const c0: Omit<Ctx, 'temb'> = { g, p, cfg, groups: cfg.norm_num_groups, eps: (cfg.norm_eps as number | undefined) ?? 1e-5, context };
+  const c0: Omit<Ctx, 'temb'> = { g, p, cfg, groups: cfg.norm_num_groups, eps: (cfg.norm_eps as number | undefined) ?? 1e-5, context, attention: opts.attention ?? 'mha' };
   const temb = g.scope('time_embedding', () =>
     linear({ ...c0, temb: tproj }, 'time_embedding.linear_2', op.silu(linear({ ...c0, temb: tproj }, 'time_embedding.linear_1', tproj))),
   );

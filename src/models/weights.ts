@@ -17,6 +17,8 @@ export interface ParamBinder {
   /** The weight `name` as a graph value in the compute dtype; `shape` is checked when given. */
   (name: string, shape?: readonly number[]): Value;
   has(name: string): boolean;
+  /** Adapter branches for adaptable modules (the runtime LoRA path), when configured. */
+  readonly moduleHook?: ModuleHook;
   /** Names of the source not used by the graph (after building). */
   unused(): string[];
 }
@@ -27,6 +29,45 @@ export interface BindOptions {
   /** Convert weights to the compute dtype while exporting, instead of a Cast node that ORT
    * folds at every session creation: for models exported once into a cache. */
   widen?: boolean;
+  /** Adds adapter branches to the modules built with linearModule / convModule. */
+  moduleHook?: ModuleHook;
+}
+
+/**
+ * Lets an adapter change a Linear or Conv2d module without the builders knowing about
+ * adapters (implemented by src/adapters/graph-lora.ts). `module` is the diffusers module
+ * path (`down_blocks.0.attentions.0.proj_in`, `text_model.encoder.layers.0.mlp.fc1`).
+ */
+export interface ModuleHook {
+  /** The weight the module computes with: `weight` itself, or weight + in-graph deltas. */
+  weight(module: string, weight: Value): Value;
+  /** The module's output `y` plus any low-rank branches computed from its input `x`;
+   * `conv` carries the target convolution's strides and pads. */
+  output(module: string, x: Value, y: Value, conv?: { strides: number[]; pads: number[] }): Value;
+}
+
+/** torch.nn.Linear for the module at `module` (weight `${module}.weight`), with the adapter
+ * branches of `p.moduleHook` when one is configured. */
+export function linearModule(p: ParamBinder, module: string, x: Value, opts: { bias?: boolean; shape?: readonly [number, number] } = {}): Value {
+  const hook = p.moduleHook;
+  let w = p(`${module}.weight`, opts.shape);
+  if (hook) w = hook.weight(module, w);
+  const y = op.linear(x, w, opts.bias === false ? null : p(`${module}.bias`, opts.shape ? [opts.shape[0]] : undefined));
+  return hook ? hook.output(module, x, y) : y;
+}
+
+/** torch.nn.Conv2d ('same' padding for odd kernels) for the module at `module`, with the
+ * adapter branches of `p.moduleHook` when one is configured. */
+export function convModule(p: ParamBinder, module: string, x: Value, opts: { stride?: number } = {}): Value {
+  const hook = p.moduleHook;
+  let w = p(`${module}.weight`);
+  const k = w.shape[2] as number;
+  const pad = (k - 1) / 2;
+  const s = opts.stride ?? 1;
+  const conv = { strides: [s, s], pads: [pad, pad, pad, pad] };
+  if (hook) w = hook.weight(module, w);
+  const y = op.conv(x, w, p(`${module}.bias`), conv);
+  return hook ? hook.output(module, x, y, conv) : y;
 }
 
 function tensorSource(src: WeightSource, name: string, widenTo: DType | undefined): TensorSource {
@@ -70,6 +111,7 @@ export function bindParams(g: Graph, src: WeightSource, label: string, opts: Bin
     return v;
   }) as ParamBinder;
   bind.has = (name) => src.has(name);
+  if (opts.moduleHook) (bind as { moduleHook?: ModuleHook }).moduleHook = opts.moduleHook;
   bind.unused = () => src.names().filter((n) => !used.has(n));
   return bind;
 }

@@ -13,9 +13,12 @@ import { buildVaeDecoder, buildVaeEncoder } from '../models/vae.ts';
 import type { WeightSource } from '../models/weights.ts';
 import { type Provider, Session, type SessionOptions } from '../runtime/session.ts';
 import { loadTokenizer, resolveTokenizerDir, type ClipTokenizer } from '../text/tokenizer.ts';
-import { type AdapterStrength, fuseAdapters, fusedSources } from '../adapters/fuse.ts';
+import { type AdapterStrength, checkStrengths, fusedSources } from '../adapters/fuse.ts';
+import { fuseAdaptersFast } from '../adapters/fuse-ort.ts';
+import { AdaptedSession, type ComponentPlan, planComponent, planFeeds, RuntimeAdapterFeeds, runtimeModuleHook, slotModules } from '../adapters/graph-lora.ts';
 import { buildModuleIndex, type ModuleIndex } from '../adapters/module-index.ts';
 import { loadAdapter, type LoadedAdapter } from '../adapters/load.ts';
+import { RedlineError } from '../errors.ts';
 import { PromptEncoder } from './prompt-encoder.ts';
 
 export interface LoadModelOptions {
@@ -31,7 +34,17 @@ export interface LoadModelOptions {
   /** Where exported ONNX graphs of large models go (default: the OS temp folder). */
   onnxDir?: string;
   onProgress?: (what: string) => void;
+  /** How adapters are applied (default 'runtime'; see StableDiffusionModel.setAdapters). */
+  adapterMode?: AdapterMode;
+  /** Adapter sessions kept per component (default 2): each different combination of
+   * adapter targets and ranks is a session; strengths and same-shape swaps are not. */
+  adapterSessionLimit?: number;
 }
+
+export type AdapterMode = 'runtime' | 'fused';
+
+/** Text-encoder adapter states whose prompt encodings are kept. */
+const PROMPT_ENCODER_STATES = 4;
 
 /** Above this many parameters a graph is written to disk with external data (ORT maps the
  * file) instead of being serialised in memory: protobuf messages are limited to 2 GB. */
@@ -41,20 +54,41 @@ export class StableDiffusionModel {
   private vaeEncoderSession: Promise<Session> | null = null;
   private moduleIndex: ModuleIndex | null = null;
   private readonly adapterCache = new Map<string, LoadedAdapter>();
-  /** Identifies the adapters (files and strengths) baked into the current sessions. */
-  private adapterSignature = '';
+  private readonly feedsCache = new WeakMap<LoadedAdapter, RuntimeAdapterFeeds>();
+  /** Adapter graphs' sessions by component + runtime signature, least recently used first. */
+  private readonly runtimeSessions = new Map<string, Session>();
+  private readonly promptEncoders = new Map<string, PromptEncoder>();
+  private fused: { signature: string; te: Session; unet: Session } | null = null;
+  private adapterBuilds = 0;
+  private textEncoderSession: Session;
+  private unetSession: Session;
+  private readonly adapterMode: AdapterMode;
+  private readonly adapterSessionLimit: number;
 
   private constructor(
     readonly path: string,
     readonly checkpoint: Checkpoint,
     readonly tokenizer: ClipTokenizer,
-    private textEncoderSession: Session,
-    private unetSession: Session,
+    private readonly baseTextEncoder: Session,
+    private readonly baseUnet: Session,
     readonly vaeDecoder: Session,
     private promptEncoder: PromptEncoder,
     private readonly sessionOptions: SessionOptions,
     private readonly onnxDir: string,
-  ) {}
+    opts: Pick<LoadModelOptions, 'adapterMode' | 'adapterSessionLimit'> = {},
+  ) {
+    this.textEncoderSession = baseTextEncoder;
+    this.unetSession = baseUnet;
+    this.promptEncoders.set('', promptEncoder);
+    this.adapterMode = opts.adapterMode ?? 'runtime';
+    const limit = opts.adapterSessionLimit ?? 2;
+    if (!Number.isInteger(limit) || limit < 1) throw new RedlineError('bad_option', `adapterSessionLimit must be a whole number >= 1, got ${limit}.`);
+    this.adapterSessionLimit = limit;
+  }
+
+  private get maxClipSkip(): number {
+    return this.promptEncoder.maxClipSkip;
+  }
 
   get textEncoder(): Session {
     return this.textEncoderSession;
@@ -108,7 +142,7 @@ export class StableDiffusionModel {
       progress('vae decoder');
       const vaeDecoder = await createSession(buildVaeDecoder(configs.vae, components.vae), sessionOptions, onnxDir);
       const prompts = new PromptEncoder(tokenizer, textEncoder, teCfg.hidden_size, maxClipSkip);
-      return new StableDiffusionModel(path, checkpoint, tokenizer, textEncoder, unet, vaeDecoder, prompts, sessionOptions, onnxDir);
+      return new StableDiffusionModel(path, checkpoint, tokenizer, textEncoder, unet, vaeDecoder, prompts, sessionOptions, onnxDir, opts);
     } catch (err) {
       checkpoint.close();
       throw err;
@@ -137,33 +171,135 @@ export class StableDiffusionModel {
   }
 
   /**
-   * Makes the text encoder and UNet run with these adapters at these strengths (none:
-   * the base weights). The adapters are fused into copies of the affected weights and the
-   * two sessions rebuilt; an unchanged set costs nothing.
+   * Makes the text encoder and UNet run with these adapters at these strengths (none, or all
+   * strengths 0: the base graphs, with no adapter cost).
+   *
+   * 'runtime' (default): the adapters are graph inputs. A strength change only changes a
+   * feed; an adapter with the same targets, forms and ranks as one seen before reuses that
+   * session with new tensors; a new combination builds a session once and keeps it (a few
+   * per component, least recently used dropped).
+   * 'fused': the adapters are baked into copies of the affected weights and the sessions
+   * rebuilt on every change (what `redline merge` exports; no per-step adapter cost).
    */
-  async setAdapters(adapters: AdapterStrength[]): Promise<void> {
-    const active = adapters.filter((a) => a.te !== 0 || a.unet !== 0);
-    const signature = active.map((a) => `${a.adapter.path}\u0000${a.te}\u0000${a.unet}`).join('\u0001');
-    if (signature === this.adapterSignature) return;
-    const base = this.checkpoint.components;
-    const sources = active.length ? fusedSources(base, fuseAdapters(base, active)) : base;
-    await this.rebuild(sources);
-    this.adapterSignature = signature;
+  async setAdapters(adapters: AdapterStrength[], opts: { mode?: AdapterMode } = {}): Promise<void> {
+    checkStrengths(adapters);
+    const mode = opts.mode ?? this.adapterMode;
+    if (mode === 'fused') return this.setFused(adapters);
+    if (mode !== 'runtime') throw new RedlineError('bad_option', `Adapter mode "${String(mode)}" is not known.`, 'Use runtime or fused.');
+    const entries = adapters.map((a) => ({ feeds: this.runtimeFeeds(a.adapter), te: a.te, unet: a.unet }));
+    const tePlan = planComponent('text_encoder', entries.map((e) => ({ feeds: e.feeds, strength: e.te })));
+    const unetPlan = planComponent('unet', entries.map((e) => ({ feeds: e.feeds, strength: e.unet })));
+    const te = await this.runtimeSession(tePlan, this.baseTextEncoder);
+    const unet = await this.runtimeSession(unetPlan, this.baseUnet);
+    await this.dropFused();
+    this.textEncoderSession = te;
+    this.unetSession = unet;
+    this.usePromptEncoder(`runtime\u0000${tePlan.key}\u0000${tePlan.slots.map((s) => `${s.feeds.adapter.path}\u0000${s.strength}`).join('\u0001')}`);
   }
 
-  private async rebuild(components: { unet: WeightSource; text_encoder: WeightSource }): Promise<void> {
+  /** How many adapter sessions were built since load (for tests and diagnostics). */
+  get adapterSessionBuilds(): number {
+    return this.adapterBuilds;
+  }
+
+  private runtimeFeeds(adapter: LoadedAdapter): RuntimeAdapterFeeds {
+    let f = this.feedsCache.get(adapter);
+    if (!f) {
+      f = new RuntimeAdapterFeeds(adapter);
+      this.feedsCache.set(adapter, f);
+    }
+    return f;
+  }
+
+  /** The base session for an empty plan, else the cached (or newly built) adapter graph's
+   * session wrapped with this plan's feeds. */
+  private async runtimeSession(plan: ComponentPlan, base: Session): Promise<Session> {
+    if (!plan.slots.length) return base;
+    const key = `${plan.component}\u0000${plan.key}`;
+    let session = this.runtimeSessions.get(key);
+    if (session) {
+      this.runtimeSessions.delete(key); // re-inserted below: most recently used last
+    } else {
+      session = await this.buildAdapted(plan);
+      this.adapterBuilds++;
+      const sameComponent = [...this.runtimeSessions.keys()].filter((k) => k.startsWith(`${plan.component}\u0000`));
+      // The oldest of this component goes; it is not the one running now (that one is the
+      // component's most recent entry, and the limit is at least 1).
+      for (const old of sameComponent.slice(0, Math.max(0, sameComponent.length - this.adapterSessionLimit + 1))) {
+        const s = this.runtimeSessions.get(old)!;
+        this.runtimeSessions.delete(old);
+        await s.release();
+      }
+    }
+    this.runtimeSessions.set(key, session);
+    return new AdaptedSession(session, planFeeds(plan)) as unknown as Session;
+  }
+
+  private async buildAdapted(plan: ComponentPlan): Promise<Session> {
+    const { configs, components } = this.checkpoint;
+    const hook = runtimeModuleHook(plan.component, slotModules(plan));
+    const graph = plan.component === 'text_encoder'
+      ? buildTextEncoder(configs.text_encoder, components.text_encoder, { maxClipSkip: this.maxClipSkip, moduleHook: hook })
+      : buildUnet(configs.unet, components.unet, { moduleHook: hook });
+    const missing = hook.unvisited();
+    if (missing.length) {
+      throw new RedlineError('adapter_unmatched', `${missing.length} adapter modules are not in the ${plan.component === 'unet' ? 'UNet' : 'text encoder'} graph (first: ${missing[0]}).`, 'The adapter was matched against another model; reload it for this one.');
+    }
+    return createSession(graph, this.sessionOptions, this.onnxDir, `${graph.name}-lora-${shortHash(plan.key)}`);
+  }
+
+  /** The fused path: adapters baked into copies of the affected weights, both sessions rebuilt. */
+  private async setFused(adapters: AdapterStrength[]): Promise<void> {
+    const active = adapters.filter((a) => a.te !== 0 || a.unet !== 0);
+    const signature = active.map((a) => `${a.adapter.path}\u0000${a.te}\u0000${a.unet}`).join('\u0001');
+    if (!active.length) {
+      await this.dropFused();
+      this.textEncoderSession = this.baseTextEncoder;
+      this.unetSession = this.baseUnet;
+      this.usePromptEncoder('');
+      return;
+    }
+    if (this.fused?.signature === signature) {
+      this.textEncoderSession = this.fused.te;
+      this.unetSession = this.fused.unet;
+      this.usePromptEncoder(`fused\u0000${signature}`);
+      return;
+    }
+    const base = this.checkpoint.components;
+    const sources = fusedSources(base, await fuseAdaptersFast(base, active));
     const { configs } = this.checkpoint;
-    const maxClipSkip = this.promptEncoder.maxClipSkip;
-    const textEncoder = await createSession(buildTextEncoder(configs.text_encoder, components.text_encoder, { maxClipSkip }), this.sessionOptions, this.onnxDir);
-    const unet = await createSession(buildUnet(configs.unet, components.unet), this.sessionOptions, this.onnxDir);
-    await Promise.all([this.textEncoderSession.release(), this.unetSession.release()]);
-    this.textEncoderSession = textEncoder;
+    const te = await createSession(buildTextEncoder(configs.text_encoder, sources.text_encoder, { maxClipSkip: this.maxClipSkip }), this.sessionOptions, this.onnxDir, 'text_encoder-fused');
+    const unet = await createSession(buildUnet(configs.unet, sources.unet), this.sessionOptions, this.onnxDir, 'unet-fused');
+    await this.dropFused();
+    this.fused = { signature, te, unet };
+    this.textEncoderSession = te;
     this.unetSession = unet;
-    this.promptEncoder = new PromptEncoder(this.tokenizer, textEncoder, this.promptEncoder.width, maxClipSkip);
+    this.usePromptEncoder(`fused\u0000${signature}`);
+  }
+
+  private async dropFused(): Promise<void> {
+    if (!this.fused) return;
+    const { te, unet } = this.fused;
+    this.fused = null;
+    for (const [k, p] of this.promptEncoders) if (k.startsWith('fused\u0000')) this.promptEncoders.delete(k);
+    await Promise.all([te.release(), unet.release()]);
+  }
+
+  /** Prompt encodings are cached per text-encoder state: switching back to an adapter state
+   * seen recently finds its encodings again; a new state never sees stale ones. */
+  private usePromptEncoder(teState: string): void {
+    let p = this.promptEncoders.get(teState);
+    if (p) this.promptEncoders.delete(teState);
+    else p = new PromptEncoder(this.tokenizer, this.textEncoderSession, this.promptEncoder.width, this.maxClipSkip);
+    this.promptEncoders.set(teState, p);
+    while (this.promptEncoders.size > PROMPT_ENCODER_STATES) this.promptEncoders.delete(this.promptEncoders.keys().next().value!);
+    this.promptEncoder = p;
   }
 
   async release(): Promise<void> {
-    const sessions = [this.textEncoder, this.unet, this.vaeDecoder];
+    await this.dropFused();
+    const sessions = [this.baseTextEncoder, this.baseUnet, this.vaeDecoder, ...this.runtimeSessions.values()];
+    this.runtimeSessions.clear();
     if (this.vaeEncoderSession) sessions.push(await this.vaeEncoderSession);
     await Promise.all(sessions.map((s) => s.release()));
     this.checkpoint.close();
@@ -175,9 +311,13 @@ function cacheKey(path: string): string {
   return createHash('sha256').update(`${path}\0${st.size}\0${st.mtimeMs}`).digest('hex').slice(0, 16);
 }
 
-async function createSession(graph: Graph, opts: SessionOptions, onnxDir: string): Promise<Session> {
+function shortHash(s: string): string {
+  return createHash('sha256').update(s).digest('hex').slice(0, 12);
+}
+
+async function createSession(graph: Graph, opts: SessionOptions, onnxDir: string, folder = graph.name): Promise<Session> {
   if (graph.parameterCount() <= IN_MEMORY_PARAMETER_LIMIT) return Session.create(exportOnnx(graph), opts);
-  const dir = join(onnxDir, graph.name);
+  const dir = join(onnxDir, folder);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const { modelPath } = writeOnnx(graph, dir);
