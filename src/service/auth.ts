@@ -75,7 +75,13 @@ export function sendError(
   headers: Record<string, string> = {},
 ): FastifyReply {
   reply.headers(headers);
-  if (status === 401) reply.header('WWW-Authenticate', 'Basic realm="redline", Bearer realm="redline"');
+  if (status === 401) {
+    // A Basic challenge makes browsers open their own password dialog over the page; the
+    // web studio marks its fetches (and EventSource asks for an event stream) so they get
+    // the 401 without it and show their own sign-in form.
+    const fromStudio = req.headers['x-requested-with'] === 'XMLHttpRequest' || /text\/event-stream/.test(req.headers.accept ?? '');
+    reply.header('WWW-Authenticate', fromStudio ? 'Bearer realm="redline"' : 'Basic realm="redline", Bearer realm="redline"');
+  }
   if (isA1111(req)) {
     return reply.code(status).send({ error: a1111ErrorName(status), detail: message, body: '', errors: `${code}: ${message}` });
   }

@@ -99,8 +99,6 @@ export function Generate({ mode, me, sent, onImages, onSendToImg2img }: Props) {
   const finish = useCallback(async (jobId: string, state: JobState, jobError: string | null | undefined) => {
     stream.current?.close();
     stream.current = null;
-    setBusy(false);
-    setLive((l) => (l && l.jobId === jobId ? { ...l, state } : l));
     if (state === 'succeeded') {
       try {
         const r = await api.result(jobId);
@@ -110,7 +108,11 @@ export function Generate({ mode, me, sent, onImages, onSendToImg2img }: Props) {
       } catch (err) {
         setError(errorText(err));
       }
-    } else if (state === 'failed') {
+    }
+    // The state flips once the images are in, so "succeeded" always comes with them.
+    setBusy(false);
+    setLive((l) => (l && l.jobId === jobId ? { ...l, state } : l));
+    if (state === 'failed') {
       setError(`Generation failed: ${jobError ?? 'no reason given'}`);
     } else if (state === 'cancelled') {
       setError(null);
@@ -181,6 +183,7 @@ export function Generate({ mode, me, sent, onImages, onSendToImg2img }: Props) {
     setBusy(true);
     try {
       const job = await api.submit(body);
+      setImages([]);
       setLive({ jobId: job.id, state: job.state, step: 0, total: 0, preview: null, intensity: job.intensity });
       follow(job.id);
     } catch (err) {

@@ -99,7 +99,9 @@ export function setCsrfToken(token: string | null): void {
 }
 
 async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const headers: Record<string, string> = { accept: 'application/json' };
+  // x-requested-with: the server then leaves the Basic challenge out of a 401, which
+  // would otherwise open the browser's own password dialog (src/service/auth.ts).
+  const headers: Record<string, string> = { accept: 'application/json', 'x-requested-with': 'XMLHttpRequest' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (method !== 'GET' && csrfToken) headers['x-csrf-token'] = csrfToken;
   let res: Response;
