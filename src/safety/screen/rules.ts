@@ -267,7 +267,9 @@ export function applyRules(fieldsIn: FieldAnalysis[], ctx: RuleContext): RuleRes
   const clearMinors = [...minorStrong, ...negAge];
   if (clearMinors.length && suggestive.length) add('minors_sexual', [...clearMinors, ...suggestive]);
   if (minors.length && attire.length && minorAges.length) add('minors_sexual', [...minors, ...attire]);
-  if (minors.length && injury.length) add('minors_graded', [...minors, ...injury]);
+  // A clear minor with any injury; "girl" alone (often an adult in prompts) from level 2.
+  if (minorStrong.length && injury.length) add('minors_graded', [...minorStrong, ...injury]);
+  else if (minors.length && injury.some((s) => (s.level ?? 0) >= 2)) add('minors_graded', [...minors, ...injury]);
 
   // Sexual violence and sexualised injury.
   add('sexual_violence', all(positive, 'sexual_violence'));
