@@ -18,6 +18,10 @@ export interface TextEncoderBuildOptions {
   widenWeights?: boolean;
   /** Adapter branches on the Linear modules (runtime LoRA, src/adapters/graph-lora.ts). */
   moduleHook?: ModuleHook;
+  /** 'reference' (default): MatMul/Softmax, exact on every provider; the 77x77 maps are
+   * tiny. 'mha': com.microsoft.MultiHeadAttention (on WebGPU with lavapipe it was measured
+   * ~1e-2 off the CPU, see src/models/README.md). */
+  attention?: 'reference' | 'mha';
 }
 
 const F32_LOWEST = -3.4028234663852886e38;

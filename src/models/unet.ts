@@ -23,6 +23,9 @@ export interface UnetBuildOptions {
   widenWeights?: boolean;
   /** Adapter branches on the Linear/Conv2d modules (runtime LoRA, src/adapters/graph-lora.ts). */
   moduleHook?: ModuleHook;
+  /** 'mha' (default): com.microsoft.MultiHeadAttention, the attention maps stay inside the
+   * kernel. 'reference': MatMul/Softmax (materialises [B, heads, HW, HW]; +2.3 GiB at 512px). */
+  attention?: 'mha' | 'reference';
 }
 
 const SUPPORTED_DOWN = new Set(['CrossAttnDownBlock2D', 'DownBlock2D']);

@@ -6,6 +6,7 @@
 // back to the CPU only when the caller allowed it, recording why.
 
 import { availableParallelism } from 'node:os';
+import { basename } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { RedlineError } from '../errors.ts';
 import { Graph } from '../graph/graph.ts';
@@ -33,6 +34,10 @@ export interface SessionOptions {
   memArena?: boolean;
   /** Write an ORT profile (JSON) with this file prefix. */
   profilePrefix?: string;
+  /** Save the graph as ORT optimised it (constants folded, CPU weight layouts reordered) to
+   * this .onnx path, its weights in `<path>.data`; loading that file with optimization
+   * 'disabled' maps the weights and skips all of this work. */
+  saveOptimizedModel?: string;
   /** Log level passed to ORT (default 'error'). */
   logLevel?: 'verbose' | 'info' | 'warning' | 'error' | 'fatal';
 }
@@ -73,6 +78,10 @@ function providerHint(p: Provider): string {
 function ortOptions(provider: Provider, o: SessionOptions): ort.InferenceSession.SessionOptions {
   const config: Record<string, string> = {};
   if (!(o.prepack ?? DEFAULT_PREPACK)) config['session.disable_prepacking'] = '1';
+  if (o.saveOptimizedModel) {
+    config['session.optimized_model_external_initializers_file_name'] = `${basename(o.saveOptimizedModel)}.data`;
+    config['session.optimized_model_external_initializers_min_size_in_bytes'] = '1024';
+  }
   const ep: ort.InferenceSession.ExecutionProviderConfig =
     provider === 'webgpu' ? { name: 'webgpu' } : provider === 'cuda' ? { name: 'cuda' } : { name: 'cpu' };
   return {
@@ -85,6 +94,7 @@ function ortOptions(provider: Provider, o: SessionOptions): ort.InferenceSession
     enableMemPattern: true,
     logSeverityLevel: ({ verbose: 0, info: 1, warning: 2, error: 3, fatal: 4 } as const)[o.logLevel ?? 'error'],
     ...(o.profilePrefix ? { enableProfiling: true, profileFilePrefix: o.profilePrefix } : {}),
+    ...(o.saveOptimizedModel ? { optimizedModelFilePath: o.saveOptimizedModel } : {}),
     extra: { session: Object.fromEntries(Object.entries(config).map(([k, v]) => [k.replace(/^session\./, ''), v])) },
   };
 }

@@ -65,4 +65,11 @@ describe('buildTextEncoder', () => {
     const names = g.outputs.map((o) => o.name);
     expect(names).toEqual(['last_hidden_state', 'pooled_output', ...Array.from({ length: ckpt.configs.text_encoder.num_hidden_layers - 1 }, (_, i) => `clip_skip_${i + 2}`)]);
   });
+  it('uses exact MatMul/Softmax attention by default and the contrib op on request', () => {
+    const ops = (g: ReturnType<typeof buildTextEncoder>): string[] => g.nodes.map((n) => n.opType);
+    expect(ops(buildTextEncoder(ckpt.configs.text_encoder, ckpt.components.text_encoder))).not.toContain('MultiHeadAttention');
+    expect(ops(buildTextEncoder(ckpt.configs.text_encoder, ckpt.components.text_encoder, { attention: 'mha' })).filter((o) => o === 'MultiHeadAttention').length).toBe(
+      ckpt.configs.text_encoder.num_hidden_layers,
+    );
+  });
 });
