@@ -86,10 +86,12 @@ describe('LoRA training step (UNet + text encoder LoRA) matches PEFT', () => {
     latentSize: [h, w],
   };
 
+  const fixed = { batch: batch.timesteps.length, height: h, width: w };
   beforeAll(async () => {
-    plain = await TrainStepSession.create(buildLoraStep(model, targets, { modelPred: true }), { threads: 2 });
-    weighted = await TrainStepSession.create(buildLoraStep(model, targets, { lossWeights: true }), { threads: 2 });
-  }, 120_000);
+    plain = await TrainStepSession.create(buildLoraStep(model, targets, { modelPred: true, fixed }), { threads: 2 });
+    // the min-SNR step also recomputes every UNet resnet/transformer in the backward pass
+    weighted = await TrainStepSession.create(buildLoraStep(model, targets, { lossWeights: true, fixed, checkpoint: 'modules' }), { threads: 2 });
+  }, 180_000);
   afterAll(async () => {
     await plain?.release();
     await weighted?.release();
@@ -107,7 +109,13 @@ describe('LoRA training step (UNet + text encoder LoRA) matches PEFT', () => {
     compareGrads(r.grads, grads, entry('lora_grads.safetensors'), '', loraKeys);
   });
 
-  it('lora_grads_variants: min-SNR-gamma weighted loss', async () => {
+  it('the checkpointed step really recomputes: more forward-op nodes than the plain one', () => {
+    const count = (t: TrainStepSession, op: string): number => t.step.graph.nodes.filter((n) => n.opType === op).length;
+    expect(count(weighted, 'MultiHeadAttention')).toBeGreaterThan(count(plain, 'MultiHeadAttention'));
+    expect(count(weighted, 'Conv')).toBeGreaterThan(count(plain, 'Conv'));
+  });
+
+  it('lora_grads_variants: min-SNR-gamma weighted loss (with gradient checkpointing)', async () => {
     const v = open('lora_grads_variants.safetensors');
     const r = await weighted.run({ ...base, lossWeights: minSnrWeights(batch.timesteps, batch.config.min_snr_gamma) }, params);
     expect(Math.abs(r.loss - batch.losses.lora_minsnr!)).toBeLessThan(1e-5 * batch.losses.lora_minsnr!);
@@ -175,7 +183,7 @@ describe('full fine-tuning gradients (no LoRA)', () => {
   const keys = (prefix: string): string[] => Object.keys(e.tensors).filter((k) => k.startsWith(prefix));
 
   it('UNet: every parameter, noisy latents and encoder states', async () => {
-    const step = buildUnetFullStep(model, { textEncoder: 'input', inputGrads: ['noisy_latents', 'encoder_hidden_states'] });
+    const step = buildUnetFullStep(model, { textEncoder: 'input', inputGrads: ['noisy_latents', 'encoder_hidden_states'], fixed: { batch: batch.timesteps.length, height: h, width: w } });
     const unetKeys = keys('unet.');
     expect(step.params.length).toBe(unetKeys.length);
     const session = await TrainStepSession.create(step, { threads: 2 });
