@@ -42,8 +42,9 @@ export interface SessionOptions {
   logLevel?: 'verbose' | 'info' | 'warning' | 'error' | 'fatal';
 }
 
-/** Prepacking measured on the full-size UNet (bench/unet.ts): see src/runtime/README.md. */
-export const DEFAULT_PREPACK = true;
+/** Off: a cached model then loads in about a second; prepacking saves ~11% per step but
+ * copies every weight at load (src/runtime/README.md has the measurements). */
+export const DEFAULT_PREPACK = false;
 
 const ORT_TYPES: Partial<Record<DType, ort.Tensor.Type>> = {
   f32: 'float32', f16: 'float16', f64: 'float64', i64: 'int64', i32: 'int32', i16: 'int16', i8: 'int8', u8: 'uint8', bool: 'bool',
