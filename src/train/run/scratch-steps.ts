@@ -31,10 +31,11 @@ function mse(a: Value, b: Value): Value {
  * + latentPenalty · mean(mean²). The encoder is trained deterministically (its mean), the
  * small penalty keeps the latent scale bounded as the KL term of a VAE would.
  */
-export function buildAutoencoderStep(configs: SD15Configs, weights: WeightSource, latentPenalty: number): StepGraph {
+export function buildAutoencoderStep(configs: SD15Configs, weights: WeightSource, latentPenalty: number, batch: number, imageSize: number): StepGraph {
   const g = new Graph('autoencoder_step');
   const params: Value[] = [];
-  const image = g.input('image', 'f32', ['batch', configs.vae.in_channels, 'height', 'width']);
+  // fixed sizes let the decoder's output shape match the input's exactly
+  const image = g.input('image', 'f32', [batch, configs.vae.in_channels, imageSize, imageSize]);
   const enc = copyGraph(g, buildVaeEncoder(configs.vae, weights), { prefix: 'vae.', inputs: { image }, outputs: ['mean'], weight: trainable(g, params) });
   const mean = enc.outputs.mean!;
   const seen = new Map(params.map((p) => [p.name, p]));

@@ -1,0 +1,93 @@
+// Evaluates the embedded model (models/redline-tiny) on held-out captions of its recipe:
+// generates one image per caption and checks with the scene generator's own rules
+// (analyzeScene) whether the main object's colour, shape and position match the caption.
+// With the demo adapter present, also measures red-splatter coverage at intensity 0..3.
+//   npm run eval:demo -- [--model DIR] [--count N] [--steps N] [--out DIR]
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Generator } from '../src/pipeline/generate.ts';
+import { encodePng } from '../src/pipeline/image.ts';
+import { StableDiffusionModel } from '../src/pipeline/model.ts';
+import { COLOR_NAMES } from '../src/train/procedural/palette.ts';
+import { analyzeScene, captionOf, POSITIONS, SHAPES } from '../src/train/procedural/scenes.ts';
+import { heldOutScenes, readRecipe } from './embedded-recipe.ts';
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string', default: 'models/redline-tiny' },
+    recipe: { type: 'string', default: 'recipes/redline-tiny' },
+    count: { type: 'string', default: '40' },
+    steps: { type: 'string', default: '20' },
+    cfg: { type: 'string', default: '7' },
+    out: { type: 'string' },
+    json: { type: 'boolean', default: false },
+  },
+});
+
+export interface CaptionResult {
+  caption: string;
+  seed: number;
+  color: boolean;
+  shape: boolean;
+  position: boolean;
+  seen: { color: string | null; shape: string | null; position: string | null };
+}
+
+const { recipe } = readRecipe(values.recipe!);
+const size = recipe.dataset.size;
+const scenes = heldOutScenes(recipe).slice(0, Number(values.count));
+const model = await StableDiffusionModel.load(values.model!);
+const gen = new Generator(model);
+if (values.out) mkdirSync(values.out, { recursive: true });
+const results: CaptionResult[] = [];
+const t0 = performance.now();
+for (const [i, spec] of scenes.entries()) {
+  const caption = captionOf(spec);
+  const seed = 1000 + i;
+  const [img] = await gen.generate({ prompt: caption, seed, steps: Number(values.steps), cfgScale: Number(values.cfg), width: size, height: size, sampler: 'Euler a' });
+  const a = analyzeScene(img!.image.data, size, size);
+  results.push({
+    caption,
+    seed,
+    color: a.color === spec.color,
+    shape: a.shape === spec.shape,
+    position: a.position === spec.position,
+    seen: { color: a.color, shape: a.shape, position: a.position },
+  });
+  if (values.out) writeFileSync(join(values.out, `${String(i).padStart(3, '0')}.png`), await encodePng(img!.image));
+}
+const seconds = (performance.now() - t0) / 1000;
+const rate = (k: 'color' | 'shape' | 'position'): number => results.filter((r) => r[k]).length / results.length;
+const objectColors = COLOR_NAMES.filter((c) => c !== 'brown' && c !== 'gray').length;
+const summary = {
+  model: values.model,
+  captions: results.length,
+  steps: Number(values.steps),
+  secondsPerImage: seconds / results.length,
+  color: rate('color'),
+  shape: rate('shape'),
+  position: rate('position'),
+  chance: { color: 1 / objectColors, shape: 1 / SHAPES.length, position: 1 / POSITIONS.length },
+  splatter: null as null | Array<{ intensity: number; coverage: number }>,
+};
+const adapter = join(values.model!, 'loras', 'splatter.safetensors');
+if (existsSync(adapter)) {
+  summary.splatter = [];
+  for (let level = 0; level <= 3; level++) {
+    let coverage = 0;
+    const n = Math.min(8, scenes.length);
+    for (let i = 0; i < n; i++) {
+      const prompt = `${captionOf(scenes[i]!)}, intensity:${level}`;
+      const [img] = await gen.generate({ prompt, seed: 2000 + i, steps: Number(values.steps), width: size, height: size, adapters: [{ path: adapter, te: 1, unet: 1 }] as never });
+      coverage += analyzeScene(img!.image.data, size, size).splatterCoverage / n;
+    }
+    summary.splatter.push({ intensity: level, coverage });
+  }
+}
+await model.release();
+if (values.json) console.log(JSON.stringify({ summary, results }, null, 2));
+else {
+  for (const r of results) console.log(`${r.color ? 'C' : '-'}${r.shape ? 'S' : '-'}${r.position ? 'P' : '-'}  ${r.caption}  -> ${r.seen.color ?? '?'} ${r.seen.shape ?? '?'} ${r.seen.position ?? '?'}`);
+  console.log(JSON.stringify(summary, null, 2));
+}
