@@ -227,6 +227,20 @@ describe('web studio in Chromium', () => {
     await page.keyboard.press('Escape');
   });
 
+  it('Cancel stops a running job and the studio shows it cancelled', async () => {
+    await page.getByRole('link', { name: 'txt2img' }).click();
+    const tab = txt2img(page);
+    await fillSettings(page, 'a slow green cone');
+    await tab.getByLabel('Sampling steps').fill('60');
+    await tab.getByRole('list', { name: 'Adapters in use' }).getByRole('button', { name: /^Remove adapter/ }).click();
+    await tab.getByRole('button', { name: 'Generate' }).click();
+    await tab.getByTestId('progress-text').filter({ hasText: /step [1-9]\d* \/ 60/ }).waitFor({ timeout: 60_000 });
+    await tab.getByRole('button', { name: 'Cancel' }).click();
+    await tab.getByTestId('job-state').filter({ hasText: 'cancelled' }).waitFor({ timeout: 30_000 });
+    await expect(tab.getByTestId('image-card').count()).resolves.toBe(0);
+    await expect(tab.getByRole('button', { name: 'Generate' }).isEnabled()).resolves.toBe(true);
+  });
+
   it('a refused request shows the server\'s reason, and the gallery lists the images with provenance', async () => {
     await page.getByRole('link', { name: 'txt2img' }).click();
     const tab = txt2img(page);
@@ -269,6 +283,7 @@ describe('admin pages in Chromium', () => {
     await expect(page.getByTestId('top-blocked').getByRole('row').filter({ hasText: 'user:creator1' }).textContent()).resolves.toMatch(/user:creator1\s*creator\s*1/);
     await expect(page.getByTestId('queue-depth').textContent()).resolves.toMatch(/^0\s*jobs waiting/);
     await expect(page.getByTestId('jobs-by-state').getByRole('row').filter({ hasText: 'succeeded' }).textContent()).resolves.toMatch(/succeeded\s*3/);
+    await expect(page.getByTestId('jobs-by-state').getByRole('row').filter({ hasText: 'cancelled' }).textContent()).resolves.toMatch(/cancelled\s*1/);
     await page.screenshot({ path: join(shots, '09-monitoring.png'), fullPage: true });
   });
 
