@@ -72,8 +72,8 @@ export async function run(argv: string[]): Promise<number> {
         console.error(`\nsamples at step ${ctx.step}: ${files.join(', ')}`);
       },
       afterTraining: async (ctx) => {
-        const side = await calibrateAndWriteSidecar(runModel, ctx, (m) => console.error(m));
-        if (side) console.error(`sidecar ${side}`);
+        const side = await calibrateAndWriteSidecar(runModel, ctx, { onProgress: (m) => console.error(m) });
+        if (side) console.error(`sidecar ${side.sidecar}`);
       },
     });
     (bar as ProgressBar | null)?.finish();

@@ -90,22 +90,17 @@ export async function calibrate(model: StableDiffusionModel, adapterPath: string
 
 /** The mean effect over `prompts` at each strength of the grid (adapter on TE and UNet). */
 export async function effectCurve(model: StableDiffusionModel, adapterPath: string, prompts: readonly string[], cal: Pick<CalibrationConfig, 'strengths' | 'steps' | 'cfgScale' | 'sampler' | 'seed'>, opts: CalibrateOptions & { effect: EffectMeasure }): Promise<CurvePoint[]> {
-  const adapter = model.loadAdapter(adapterPath);
   const gen = new Generator(model);
   const curve: CurvePoint[] = [];
-  try {
-    for (const strength of cal.strengths) {
-      opts.onProgress?.(`calibration: strength ${strength}`);
-      await model.setAdapters(strength === 0 ? [] : [{ adapter, te: strength, unet: strength }]);
-      let sum = 0;
-      for (const [i, prompt] of prompts.entries()) {
-        const [img] = await gen.generate({ prompt, seed: cal.seed + i, steps: cal.steps, cfgScale: cal.cfgScale, sampler: cal.sampler, width: opts.width, height: opts.height, rng: 'cpu' });
-        sum += opts.effect(img!.image);
-      }
-      curve.push({ strength, effect: sum / prompts.length });
+  for (const strength of cal.strengths) {
+    opts.onProgress?.(`calibration: strength ${strength}`);
+    const adapters = strength === 0 ? [] : [{ path: adapterPath, te: strength, unet: strength }];
+    let sum = 0;
+    for (const [i, prompt] of prompts.entries()) {
+      const [img] = await gen.generate({ prompt, adapters, seed: cal.seed + i, steps: cal.steps, cfgScale: cal.cfgScale, sampler: cal.sampler, width: opts.width, height: opts.height, rng: 'cpu' });
+      sum += opts.effect(img!.image);
     }
-  } finally {
-    await model.setAdapters([]);
+    curve.push({ strength, effect: sum / prompts.length });
   }
   return curve;
 }

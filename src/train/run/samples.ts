@@ -7,7 +7,7 @@ import { Generator } from '../../pipeline/generate.ts';
 import { StableDiffusionModel } from '../../pipeline/model.ts';
 import type { SessionOptions } from '../../runtime/session.ts';
 import type { TrainConfig } from '../data/config.ts';
-import { calibrate, calibrationNotes, writeSidecar } from './calibrate.ts';
+import { type Calibration, calibrate, calibrationNotes, type EffectMeasure, writeSidecar } from './calibrate.ts';
 import type { AfterTrainingContext, SampleContext } from './trainer.ts';
 
 /** The sample size: sample_size, else the first dataset's resolution. */
@@ -39,33 +39,38 @@ export async function writeSamples(run: RunModel, ctx: SampleContext): Promise<s
   const [width, height] = sampleSize(cfg);
   const dir = join(cfg.outputDir, 'samples');
   mkdirSync(dir, { recursive: true });
-  await model.setAdapters([{ adapter: model.loadAdapter(ctx.adapterPath), te: 1, unet: 1 }]);
   const gen = new Generator(model);
   const files: string[] = [];
-  try {
-    for (const [i, prompt] of cfg.samplePrompts.entries()) {
-      const [img] = await gen.generate({ prompt, seed: cfg.seed + i, steps: cfg.sampleSteps, cfgScale: cfg.sampleCfgScale, sampler: cfg.sampleSampler, width, height, rng: 'cpu' });
-      const f = join(dir, `${cfg.outputName}_${String(ctx.step).padStart(6, '0')}_${String(i).padStart(2, '0')}.png`);
-      writeFileSync(f, await encodePng(img!.image));
-      files.push(f);
-    }
-  } finally {
-    await model.setAdapters([]);
+  for (const [i, prompt] of cfg.samplePrompts.entries()) {
+    const [img] = await gen.generate({ prompt, adapters: [{ path: ctx.adapterPath, te: 1, unet: 1 }], seed: cfg.seed + i, steps: cfg.sampleSteps, cfgScale: cfg.sampleCfgScale, sampler: cfg.sampleSampler, width, height, rng: 'cpu' });
+    const f = join(dir, `${cfg.outputName}_${String(ctx.step).padStart(6, '0')}_${String(i).padStart(2, '0')}.png`);
+    writeFileSync(f, await encodePng(img!.image));
+    files.push(f);
   }
   return files;
 }
 
 /** Calibrates the trained adapter and writes its sidecar NAME.json. */
-export async function calibrateAndWriteSidecar(run: RunModel, ctx: AfterTrainingContext, onProgress?: (msg: string) => void): Promise<string | null> {
+export async function calibrateAndWriteSidecar(
+  run: RunModel,
+  ctx: AfterTrainingContext,
+  opts: { onProgress?: (msg: string) => void; effect?: { name: string; measure: EffectMeasure } } = {},
+): Promise<{ sidecar: string; calibration: Calibration | null } | null> {
   const cfg = ctx.config;
   const cal = cfg.calibration;
+  const path = ctx.adapterPath.replace(/\.safetensors$/, '.json');
   if (!cal) {
-    if (cfg.category) writeSidecar(ctx.adapterPath.replace(/\.safetensors$/, '.json'), { category: cfg.category });
-    return null;
+    if (!cfg.category) return null;
+    writeSidecar(path, { category: cfg.category });
+    return { sidecar: path, calibration: null };
   }
   const [width, height] = sampleSize(cfg);
-  const c = await calibrate(await run.get(), ctx.adapterPath, ctx.holdout, cal, { width, height, ...(onProgress ? { onProgress } : {}) });
-  const path = ctx.adapterPath.replace(/\.safetensors$/, '.json');
-  writeSidecar(path, { ...(cfg.category ? { category: cfg.category } : {}), intensity: c.levels, notes: calibrationNotes(c, cal.effect, ctx.holdout.length) });
-  return path;
+  const c = await calibrate(await run.get(), ctx.adapterPath, ctx.holdout, cal, {
+    width,
+    height,
+    ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    ...(opts.effect ? { effect: opts.effect.measure } : {}),
+  });
+  writeSidecar(path, { ...(cfg.category ? { category: cfg.category } : {}), intensity: c.levels, notes: calibrationNotes(c, opts.effect?.name ?? cal.effect, ctx.holdout.length) });
+  return { sidecar: path, calibration: c };
 }
