@@ -560,7 +560,8 @@ export function pad(x: Value, pads: readonly number[]): Value {
   if (pads.length !== 2 * x.rank) fail('Pad', `${pads.length} pad widths for rank ${x.rank} input ${x}`);
   if (pads.some((p) => !Number.isInteger(p) || p < 0)) fail('Pad', `pad widths ${formatShape(pads)} must be non-negative integers`);
   const shape = x.shape.map((d, i) => {
-    const s = addDim(d, pads[i]! + pads[x.rank + i]!);
+    const extra = pads[i]! + pads[x.rank + i]!;
+    const s = extra === 0 ? d : addDim(d, extra);
     if (s === undefined) fail('Pad', `cannot pad symbolic dim ${d} of ${x}`);
     return s;
   });

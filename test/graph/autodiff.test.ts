@@ -25,17 +25,18 @@ interface Case {
   checkpoint?: (node: Node) => string | undefined;
   /** finite-difference step (float32 forward) */
   h?: number;
+  /** declared (symbolic) input shapes; `inputs` are then the run-time shapes */
+  declared?: (number | string)[][];
 }
 
 async function checkCase(c: Case, seed = 1): Promise<{ worst: number; graph: Graph }> {
   const r = rng(seed);
   const g = new Graph('grad_check');
-  const xs = c.inputs.map((s, i) => g.input(`x${i}`, 'f32', s));
+  const xs = c.inputs.map((s, i) => g.input(`x${i}`, 'f32', c.declared?.[i] ?? s));
   const y = c.build(g, xs);
-  const n = y.shape.reduce<number>((a, d) => a * (d as number), 1);
-  const weights = Float64Array.from({ length: n }, () => r() * 2 - 1);
-  const w = g.constant(weights, 'f64', y.shape as number[], 'proj');
-  const loss = op.reduceSum(op.mul(op.cast(y, 'f64'), w), y.shape.map((_, i) => i), false);
+  // the projection weights are a second input, sized from the run-time output shape
+  const proj = g.input('proj', 'f64', y.shape);
+  const loss = op.reduceSum(op.mul(op.cast(y, 'f64'), proj), y.shape.map((_, i) => i), false);
   g.output('loss', loss);
   const grads = gradients(loss, xs, c.checkpoint ? { checkpoint: c.checkpoint } : {});
   grads.forEach((d, i) => g.output(`grad${i}`, d));
@@ -44,7 +45,12 @@ async function checkCase(c: Case, seed = 1): Promise<{ worst: number; graph: Gra
     const len = s.reduce((a, b) => a * b, 1);
     return c.init ? c.init(i, len, r) : Float32Array.from({ length: len }, () => r() * 2 - 1);
   });
-  const feeds = (): Record<string, ort.Tensor> => Object.fromEntries(data.map((d, i) => [`x${i}`, new ort.Tensor('float32', d, c.inputs[i]!)]));
+  const yDims = await outputDims(c, data);
+  const weights = Float64Array.from({ length: yDims.reduce((a, b) => a * b, 1) }, () => r() * 2 - 1);
+  const feeds = (): Record<string, ort.Tensor> => ({
+    ...Object.fromEntries(data.map((d, i) => [`x${i}`, new ort.Tensor('float32', d, c.inputs[i]!)])),
+    proj: new ort.Tensor('float64', weights, yDims),
+  });
   const out = await session.run(feeds());
   const h = c.h ?? 1e-2;
   let worst = 0;
@@ -69,6 +75,17 @@ async function checkCase(c: Case, seed = 1): Promise<{ worst: number; graph: Gra
   }
   await session.release();
   return { worst, graph: g };
+}
+
+/** Run-time shape of the case's output (a forward-only copy of the graph). */
+async function outputDims(c: Case, data: Float32Array[]): Promise<number[]> {
+  const g = new Graph('shape_probe');
+  const xs = c.inputs.map((s, i) => g.input(`x${i}`, 'f32', c.declared?.[i] ?? s));
+  g.output('y', c.build(g, xs));
+  const s = await ort.InferenceSession.create(exportOnnx(g));
+  const out = await s.run(Object.fromEntries(data.map((d, i) => [`x${i}`, new ort.Tensor('float32', d, c.inputs[i]!)])));
+  await s.release();
+  return [...out.y!.dims];
 }
 
 const positive = (_i: number, n: number, r: () => number): Float32Array => Float32Array.from({ length: n }, () => 0.5 + r());
@@ -125,6 +142,19 @@ const cases: Record<string, Case> = {
     build: (g, [q, k, v]) => {
       const bias = op.constant(g, 'f32', Array.from({ length: 15 }, (_, i) => (i % 5 > (i / 5 | 0) + 2 ? -1e9 : 0)), [1, 1, 3, 5]);
       return op.multiHeadAttention(q!, k!, v!, 1, { attentionBias: bias });
+    },
+  },
+  'symbolic batch/height/width: stride-2 conv, group norm, resize to the skip size, attention, spatial mean': {
+    inputs: [[2, 4, 6, 6], [8, 4, 3, 3]],
+    declared: [['batch', 4, 'height', 'width'], [8, 4, 3, 3]],
+    build: (g, [x, w]) => {
+      const gamma = op.constant(g, 'f32', [1, 0.5, 2, 1, 1, 1, 1, 0.7]);
+      const beta = op.constant(g, 'f32', [0, 0.1, 0, -0.1, 0, 0, 0, 0]);
+      const h = op.silu(op.groupNorm(op.conv(x!, w!, null, { strides: [2, 2], pads: [1, 1, 1, 1] }), gamma, beta, 2));
+      const up = op.slice(op.upsampleNearestTo(h, x!), [0], [4], [1]);
+      const tokens = op.reshape(op.transpose(x!, [0, 2, 3, 1]), [0, -1, 4]);
+      const att = op.reshapeLike(op.transpose(op.multiHeadAttention(tokens, tokens, tokens, 2), [0, 2, 1]), x!);
+      return op.add(op.add(up, att), op.reduceMean(x!, [2, 3], true));
     },
   },
   'attentionReference (MatMul/Softmax)': { inputs: [[1, 4, 8], [1, 4, 8], [1, 4, 8]], build: (_g, [q, k, v]) => op.attentionReference(q!, k!, v!, 2) },
