@@ -95,6 +95,13 @@ describe('web studio in Chromium', () => {
     expect(res?.status()).toBe(200);
     expect(res?.headers()['content-security-policy']).toContain("script-src 'self'");
     await expect(page.getByRole('heading', { name: 'Redline studio' }).isVisible()).resolves.toBe(true);
+    // The page's own script is a hashed file under /assets/; nothing else is reachable there.
+    const script = await page.locator('script[type=module]').getAttribute('src');
+    const asset = await fetch(served.base + script!);
+    expect([asset.status, asset.headers.get('content-type'), asset.headers.get('cache-control')]).toEqual([200, 'text/javascript; charset=utf-8', 'public, max-age=31536000, immutable']);
+    for (const probe of ['/assets/..%2Findex.html', '/assets/%2e%2e%2f%2e%2e%2fpackage.json', '/assets/.hidden.js', '/assets/index.html']) {
+      expect((await fetch(served.base + probe)).status, probe).toBe(404);
+    }
     await page.screenshot({ path: join(shots, '01-sign-in.png') });
     await page.getByLabel('User name').fill('creator1');
     await page.getByLabel('Password').fill('not the password');
