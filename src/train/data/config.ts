@@ -11,8 +11,8 @@ import { RedlineError } from '../../errors.ts';
 import type { Reso } from './buckets.ts';
 
 export type NetworkTarget = 'attention' | 'attention+ff' | 'attention+ff+conv';
-export type LrScheduler = 'constant' | 'constant_with_warmup' | 'linear' | 'cosine' | 'cosine_with_restarts' | 'polynomial';
-export const LR_SCHEDULERS: readonly LrScheduler[] = ['constant', 'constant_with_warmup', 'linear', 'cosine', 'cosine_with_restarts', 'polynomial'];
+export type LrScheduler = 'constant' | 'constant_with_warmup' | 'linear' | 'cosine' | 'cosine_with_restarts';
+export const LR_SCHEDULERS: readonly LrScheduler[] = ['constant', 'constant_with_warmup', 'linear', 'cosine', 'cosine_with_restarts'];
 
 export interface SubsetConfig {
   imageDir: string;
@@ -66,7 +66,6 @@ export interface TrainConfig {
   lrScheduler: LrScheduler;
   lrWarmupSteps: number;
   lrSchedulerNumCycles: number;
-  lrSchedulerPower: number;
   maxTrainSteps: number;
   gradientAccumulationSteps: number;
   minSnrGamma: number | null;
@@ -118,6 +117,7 @@ const UNSUPPORTED_KOHYA_KEYS: Record<string, string> = {
   scale_v_pred_loss_like_noise_pred: 'v-prediction is not implemented.',
   network_weights: 'starting from existing LoRA weights is not implemented; use --resume with a Redline checkpoint.',
   max_train_epochs: 'give max_train_steps instead (Redline counts optimizer steps).',
+  lr_scheduler_power: 'the polynomial schedule is not implemented.',
   caption_dropout_every_n_epochs: 'caption_dropout_every_n_epochs is not implemented; use caption_dropout_rate.',
   token_warmup_step: 'token warmup is not implemented.',
   huber_c: 'Huber loss is not implemented (the loss is MSE).',
@@ -131,7 +131,7 @@ const SUBSET_KEYS = ['image_dir', 'num_repeats', 'caption_extension', 'shuffle_c
 const DATASET_KEYS = [...GENERAL_KEYS, 'subsets', 'train_data_dir', 'reg_data_dir'];
 const TRAINING_KEYS = [
   'mode', 'pretrained_model_name_or_path', 'pretrained_model', 'output_dir', 'output_name', 'network_dim', 'network_rank', 'network_alpha', 'network_target',
-  'network_train_unet_only', 'learning_rate', 'unet_lr', 'text_encoder_lr', 'lr_scheduler', 'lr_warmup_steps', 'lr_scheduler_num_cycles', 'lr_scheduler_power',
+  'network_train_unet_only', 'learning_rate', 'unet_lr', 'text_encoder_lr', 'lr_scheduler', 'lr_warmup_steps', 'lr_scheduler_num_cycles',
   'max_train_steps', 'gradient_accumulation_steps', 'min_snr_gamma', 'noise_offset', 'prior_loss_weight', 'seed', 'save_every_n_steps', 'sample_every_n_steps',
   'sample_prompts', 'sample_sampler', 'sample_steps', 'sample_cfg_scale', 'sample_size', 'optimizer_type', 'optimizer_args', 'weight_decay', 'clip_skip',
   'cache_latents_to_disk', 'dataset_config', 'train_data_dir', 'reg_data_dir', 'category', ...GENERAL_KEYS,
@@ -328,7 +328,6 @@ export function parseTrainConfig(text: string, file: string): TrainConfig {
     lrScheduler: scheduler as LrScheduler,
     lrWarmupSteps,
     lrSchedulerNumCycles: r.num(training, 'lr_scheduler_num_cycles', T, { min: 1, int: true, def: 1 }),
-    lrSchedulerPower: r.num(training, 'lr_scheduler_power', T, { min: 0, def: 1 }),
     maxTrainSteps,
     gradientAccumulationSteps: r.num(training, 'gradient_accumulation_steps', T, { min: 1, int: true, def: 1 }),
     minSnrGamma: r.optNum(training, 'min_snr_gamma', T, { min: 0.01 }),

@@ -188,7 +188,6 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
       const mine = new Map([...params].filter(([k]) => k.startsWith(`${name}.`)));
       if (!mine.size) continue;
       const lr = (name === 'unet' ? cfg.unetLr : cfg.textEncoderLr) ?? cfg.learningRate;
-      if (cfg.lrScheduler === 'polynomial') throw new RedlineError('train_config', 'lr_scheduler "polynomial" is not implemented.', 'Use constant, constant_with_warmup, linear, cosine or cosine_with_restarts.');
       const schedule: Schedule = { name: SCHEDULE_NAMES[cfg.lrScheduler]!, lr, warmupSteps: cfg.lrWarmupSteps, totalSteps: cfg.maxTrainSteps, cycles: cfg.lrSchedulerNumCycles };
       groups.push({ name, opt: new AdamW(mine, { lr, betas: cfg.betas, eps: cfg.adamEps, weightDecay: cfg.weightDecay }), schedule });
     }
