@@ -16,7 +16,7 @@ import { StableDiffusionModel } from '../pipeline/model.ts';
 import type { Provider } from '../runtime/session.ts';
 import { resolveSamplerName, SAMPLER_NAMES } from '../sampling/index.ts';
 import type { IntensityLevel } from '../safety/categories.ts';
-import { type AdapterCalibration, generationSettings, type Policy } from '../safety/policy/policy.ts';
+import { calibrationFromSidecar, generationSettings, type Policy } from '../safety/policy/policy.ts';
 import { SafeLatentGuidance, SLD_CONCEPTS } from '../safety/sld.ts';
 import type {
   AdapterInfo, GenerateOptions, GenerationBackend, GenerationRequest, GenerationResult, ModelInfo, SamplerInfo,
@@ -65,11 +65,6 @@ function isGraded(a: AdapterListing): boolean {
   return (a.sidecar?.category ?? '').replace(/-/g, '_') === 'graphic_injury';
 }
 
-function calibrationOf(a: AdapterListing): AdapterCalibration | undefined {
-  const t = a.sidecar?.intensity;
-  if (!t || t['1'] === undefined || t['2'] === undefined || t['3'] === undefined) return undefined;
-  return { levelStrengths: { 1: t['1'], 2: t['2'], 3: t['3'] } };
-}
 
 export class PipelineBackend implements GenerationBackend {
   private model: StableDiffusionModel | null = null;
@@ -171,7 +166,7 @@ export class PipelineBackend implements GenerationBackend {
       const path = join(this.opts.lorasDir!, a.file);
       let strength = use.weight;
       if (isGraded(a)) {
-        const s = generationSettings(policy, requested, effective, calibrationOf(a));
+        const s = generationSettings(policy, requested, effective, calibrationFromSidecar(a.sidecar, `${a.name}.json`));
         strength = s.adapterStrength * Math.max(0, Math.min(1, use.weight));
       }
       if (strength !== 0) adapterRequests.push({ path, te: strength, unet: strength });

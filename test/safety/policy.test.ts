@@ -129,7 +129,7 @@ describe('generation settings per level', () => {
   it('uses the policy strength, or the adapter calibration when present', () => {
     const p = defaultPolicy();
     expect(generationSettings(p, 2, 2)).toEqual({ effectiveIntensity: 2, adapterStrength: 0.7, strengthSource: 'policy' });
-    const cal = calibrationFromSidecar({ calibration: { levels: { 1: 0.25, 2: 0.55, 3: 0.9 } } });
+    const cal = calibrationFromSidecar({ category: 'graphic-injury', intensity: { 1: 0.25, 2: 0.55, 3: 0.9 } });
     expect(generationSettings(p, 2, 2, cal)).toMatchObject({ adapterStrength: 0.55, strengthSource: 'calibration' });
     expect(generationSettings(p, 0, 0, cal).adapterStrength).toBe(0);
   });
@@ -144,7 +144,7 @@ describe('generation settings per level', () => {
 
   it('rejects malformed calibration sidecars', () => {
     expect(calibrationFromSidecar({ name: 'x' })).toBeUndefined();
-    expect(errorOf(() => calibrationFromSidecar({ calibration: { levels: { 1: 0.2, 2: 'a', 3: 1 } } })).message).toMatch(/levels\.2/);
-    expect(errorOf(() => calibrationFromSidecar({ calibration: { levels: [0, 0.9, 0.5, 1] } })).message).toMatch(/must not decrease/);
+    expect(errorOf(() => calibrationFromSidecar({ intensity: { 1: 0.2, 2: 'a', 3: 1 } })).message).toMatch(/intensity\.2/);
+    expect(errorOf(() => calibrationFromSidecar({ intensity: { 1: 0.9, 2: 0.5, 3: 1 } })).message).toMatch(/must not decrease/);
   });
 });

@@ -297,25 +297,26 @@ export interface AdapterCalibration {
 }
 
 /**
- * Reads the calibration from an adapter sidecar object. Accepted shape:
- * `{ "calibration": { "levels": { "1": 0.3, "2": 0.6, "3": 0.9 } } }` (levels may also be a
- * list indexed by level). Returns undefined when the sidecar has no calibration.
+ * Reads the calibration from an adapter sidecar object, in the adapter registry's sidecar
+ * format (src/adapters/registry.ts, written by the trainer):
+ * `{ "category": "graphic-injury", "intensity": { "1": 0.3, "2": 0.6, "3": 0.9 } }`.
+ * Returns undefined when the sidecar calibrates no level; a partial or decreasing table is
+ * an error, since the policy's levels must mean the same across adapters.
  */
 export function calibrationFromSidecar(sidecar: unknown, source = 'sidecar'): AdapterCalibration | undefined {
   if (typeof sidecar !== 'object' || sidecar === null) return undefined;
-  const cal = (sidecar as Record<string, unknown>).calibration;
-  if (cal === undefined) return undefined;
-  const levels = typeof cal === 'object' && cal !== null ? (cal as Record<string, unknown>).levels : undefined;
+  const levels = (sidecar as Record<string, unknown>).intensity;
+  if (levels === undefined) return undefined;
   const get = (l: number): number => {
-    const v = Array.isArray(levels) ? levels[l] : (levels as Record<string, unknown> | undefined)?.[String(l)];
+    const v = typeof levels === 'object' && levels !== null ? (levels as Record<string, unknown>)[String(l)] : undefined;
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 2) {
-      throw new RedlineError('bad_calibration', `${source}: calibration.levels.${l} must be a strength between 0 and 2, got ${JSON.stringify(v)}.`);
+      throw new RedlineError('bad_calibration', `${source}: intensity.${l} must be a strength between 0 and 2, got ${JSON.stringify(v)}.`);
     }
     return v;
   };
   const s = { 1: get(1), 2: get(2), 3: get(3) };
   if (s[1] > s[2] || s[2] > s[3]) {
-    throw new RedlineError('bad_calibration', `${source}: calibration strengths must not decrease from level 1 to 3.`);
+    throw new RedlineError('bad_calibration', `${source}: calibrated strengths must not decrease from level 1 to 3.`);
   }
   return { levelStrengths: s };
 }
