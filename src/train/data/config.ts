@@ -84,6 +84,8 @@ export interface TrainConfig {
   adamEps: number;
   clipSkip: number;
   cacheLatentsToDisk: boolean;
+  /** Recompute UNet block activations in the backward pass (less memory, more time). */
+  gradientCheckpointing: boolean;
   /** Category written into the adapter's sidecar (e.g. "vfx-gore"). */
   category: string | null;
   calibration: CalibrationConfig | null;
@@ -100,7 +102,7 @@ const KOHYA_SECTIONS = ['model_arguments', 'additional_network_arguments', 'opti
 /** kohya keys that do not change the trained weights here (memory/speed/logging switches). */
 const IGNORED_KOHYA_KEYS = new Set([
   'xformers', 'sdpa', 'mem_eff_attn', 'persistent_data_loader_workers', 'max_data_loader_n_workers', 'logging_dir', 'log_prefix',
-  'log_with', 'save_model_as', 'cache_latents', 'vae_batch_size', 'lowram', 'highvram', 'gradient_checkpointing', 'log_tracker_name',
+  'log_with', 'save_model_as', 'cache_latents', 'vae_batch_size', 'lowram', 'highvram', 'log_tracker_name',
   'save_state', 'network_module', 'max_token_length', 'mixed_precision', 'save_precision', 'full_fp16', 'full_bf16', 'no_half_vae',
 ]);
 
@@ -134,7 +136,7 @@ const TRAINING_KEYS = [
   'network_train_unet_only', 'learning_rate', 'unet_lr', 'text_encoder_lr', 'lr_scheduler', 'lr_warmup_steps', 'lr_scheduler_num_cycles',
   'max_train_steps', 'gradient_accumulation_steps', 'min_snr_gamma', 'noise_offset', 'prior_loss_weight', 'seed', 'save_every_n_steps', 'sample_every_n_steps',
   'sample_prompts', 'sample_sampler', 'sample_steps', 'sample_cfg_scale', 'sample_size', 'optimizer_type', 'optimizer_args', 'weight_decay', 'clip_skip',
-  'cache_latents_to_disk', 'dataset_config', 'train_data_dir', 'reg_data_dir', 'category', ...GENERAL_KEYS,
+  'cache_latents_to_disk', 'gradient_checkpointing', 'dataset_config', 'train_data_dir', 'reg_data_dir', 'category', ...GENERAL_KEYS,
 ];
 const CALIBRATION_KEYS = ['holdout_per_level', 'strengths', 'effect', 'steps', 'cfg_scale', 'sampler', 'seed'];
 
@@ -346,6 +348,7 @@ export function parseTrainConfig(text: string, file: string): TrainConfig {
     adamEps: opt.eps,
     clipSkip: r.num(training, 'clip_skip', T, { min: 1, max: 12, int: true, def: 1 }),
     cacheLatentsToDisk: r.bool(training, 'cache_latents_to_disk', T, true),
+    gradientCheckpointing: r.bool(training, 'gradient_checkpointing', T, false),
     category,
     calibration: cal,
     datasets,

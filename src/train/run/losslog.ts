@@ -29,7 +29,7 @@ export class LossLog {
   }
 
   append(row: LossRow): void {
-    appendFileSync(this.path, rowText(row) + "\n");
+    appendFileSync(this.path, `${rowText(row)}\n`);
   }
 }
 

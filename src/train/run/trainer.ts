@@ -166,17 +166,17 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
     let params: Map<string, Float32Array>;
     let stepKey: string;
     let build: () => StepGraph;
-    const stepOpts = { lossWeights: true, clipSkip: cfg.clipSkip, textEncoder: 'in-graph' as const };
+    const stepOpts = { lossWeights: true, clipSkip: cfg.clipSkip, textEncoder: 'in-graph' as const, checkpoint: cfg.gradientCheckpointing ? ('blocks' as const) : ('none' as const) };
     if (cfg.mode === 'lora') {
       targets = loraTargets(ckpt, { unet: unetTargetSet(cfg), textEncoder: !cfg.trainUnetOnly, rank: cfg.networkDim, alpha: cfg.networkAlpha });
       params = initLoraParams(targets, cfg.seed);
-      stepKey = `lora|${cfg.pretrainedModel}|${targets.map((t) => `${t.key}:${t.rank}:${t.alpha}`).join(',')}|${cfg.clipSkip}`;
+      stepKey = `lora|${cfg.pretrainedModel}|${targets.map((t) => `${t.key}:${t.rank}:${t.alpha}`).join(',')}|${cfg.clipSkip}|${stepOpts.checkpoint}`;
       build = () => buildLoraStep(ckpt, targets, stepOpts);
     } else {
       params = new Map();
       const unet = ckpt.components.unet;
       for (const n of unet.names()) params.set(`unet.${n}`, new Float32Array(unet.get(n).toFloat32()));
-      stepKey = `full|${cfg.pretrainedModel}|${cfg.clipSkip}`;
+      stepKey = `full|${cfg.pretrainedModel}|${cfg.clipSkip}|${stepOpts.checkpoint}`;
       build = () => buildUnetFullStep(ckpt, stepOpts);
     }
     say('building the training step');
@@ -273,8 +273,6 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
       let lossSum = 0;
       for (let micro = 0; micro < cfg.gradientAccumulationSteps; micro++) {
         const batch = nextBatch();
-        const ds = cfg.datasets[batch.dataset]!;
-        void ds;
         const B = batch.items.length;
         const [w, h] = [batch.bucket[0] / 8, batch.bucket[1] / 8];
         const per = 4 * h * w;
@@ -404,7 +402,7 @@ export function kohyaMetadata(cfg: TrainConfig, items: ImageItem[], steps: numbe
     ss_steps: String(steps),
     ss_max_train_steps: String(cfg.maxTrainSteps),
     ss_gradient_accumulation_steps: String(cfg.gradientAccumulationSteps),
-    ss_gradient_checkpointing: 'False',
+    ss_gradient_checkpointing: py(cfg.gradientCheckpointing),
     ss_lr_warmup_steps: String(cfg.lrWarmupSteps),
     ss_lr_scheduler: cfg.lrScheduler,
     ss_network_module: 'networks.lora',
