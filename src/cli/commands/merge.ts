@@ -1,10 +1,17 @@
 import { parseArgs } from 'node:util';
+import { basename } from 'node:path';
+import { fuseAdaptersFast } from '../../adapters/fuse-ort.ts';
+import { fusedSources } from '../../adapters/fuse.ts';
+import { describeMatch, loadAdapter } from '../../adapters/load.ts';
 import { mergeToFile, parseLoraSpec } from '../../adapters/merge.ts';
+import { buildModuleIndex } from '../../adapters/module-index.ts';
 import { RedlineError } from '../../errors.ts';
+import { openCheckpoint } from '../../models/checkpoint/load.ts';
+import { writeOnnxFolder } from '../../models/export.ts';
 
 export const summary = 'bake LoRA adapters into an SD 1.5 checkpoint (single .safetensors or diffusers folder)';
 
-const HELP = `Usage: redline merge --model BASE --lora FILE:STRENGTH[:TE_STRENGTH] [--lora ...] --out OUT [options]
+const HELP = `Usage: redline merge --model BASE --lora FILE:STRENGTH[:TE_STRENGTH] [--lora ...] (--out OUT | --onnx DIR) [options]
 
 Fuses the adapters into the base weights, W' = W + strength * (alpha/rank) * delta, and
 writes the result. BASE is a single-file .safetensors or a diffusers folder.
@@ -15,6 +22,9 @@ STRENGTH applies to the UNet and, unless TE_STRENGTH is given, to the text encod
   --lora SPEC         adapter and strengths; repeat for several (applied together)
   --out OUT           OUT.safetensors (single file, CompVis layout: A1111, ComfyUI and
                       diffusers from_single_file load it) or a folder with --format diffusers
+  --onnx DIR          (also) write an ONNX model folder for deployment: text_encoder/,
+                      unet/, vae_decoder/, vae_encoder/ (model.onnx + external data),
+                      tokenizer/, scheduler/ and redline_onnx.json (file sizes, sha256)
   --format F          single-file (default) or diffusers
   --dtype D           keep (default: as stored), f16, bf16 or f32
   --config DIR        diffusers configs for a single-file base that is not SD 1.5-shaped
@@ -28,6 +38,7 @@ export async function run(argv: string[]): Promise<number> {
       model: { type: 'string' },
       lora: { type: 'string', multiple: true },
       out: { type: 'string' },
+      onnx: { type: 'string' },
       format: { type: 'string', default: 'single-file' },
       dtype: { type: 'string', default: 'keep' },
       config: { type: 'string' },
@@ -40,8 +51,8 @@ export async function run(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  if (!values.model || !values.out || !values.lora?.length) {
-    console.error(`redline merge: --model, --lora and --out are required.\n\n${HELP}`);
+  if (!values.model || !(values.out || values.onnx) || !values.lora?.length) {
+    console.error(`redline merge: --model, --lora and --out or --onnx are required.\n\n${HELP}`);
     return 2;
   }
   if (values.format !== 'single-file' && values.format !== 'diffusers') {
@@ -50,6 +61,8 @@ export async function run(argv: string[]): Promise<number> {
   if (!['keep', 'f16', 'bf16', 'f32'].includes(values.dtype!)) {
     throw new RedlineError('bad_option', `--dtype ${values.dtype} is not known.`, 'Use keep, f16, bf16 or f32.');
   }
+  if (values.onnx) await writeOnnx(values.model, values.onnx, values.lora.map(parseLoraSpec), values);
+  if (!values.out) return 0;
   const tty = process.stderr.isTTY;
   let lastPct = -1;
   const report = await mergeToFile({
@@ -73,4 +86,27 @@ export async function run(argv: string[]): Promise<number> {
   for (const a of report.adapters) if (a.unmatchedKeys) process.stderr.write(`warning: ${a.match}\n`);
   process.stderr.write(`fused ${report.fusedWeights} weights; wrote ${report.out}\n`);
   return 0;
+}
+
+/** The fused model as an ONNX folder (src/models/export.ts). */
+async function writeOnnx(model: string, dir: string, loras: Array<{ path: string; unet: number; te: number }>, o: { config?: string; tokenizer?: string; force?: boolean }): Promise<void> {
+  const ckpt = openCheckpoint(model, o.config ? { configs: o.config } : {});
+  try {
+    const index = buildModuleIndex(ckpt);
+    const loaded = loras.map((l) => {
+      const adapter = loadAdapter(l.path, index);
+      process.stderr.write(`${describeMatch(adapter)} (unet ${l.unet}, te ${l.te})\n`);
+      return { adapter, unet: l.unet, te: l.te };
+    });
+    const fused = fusedSources(ckpt.components, await fuseAdaptersFast(ckpt.components, loaded));
+    writeOnnxFolder(dir, {
+      configs: ckpt.configs,
+      components: { unet: fused.unet, text_encoder: fused.text_encoder, vae: ckpt.components.vae },
+      tokenizerDir: o.tokenizer ?? ckpt.tokenizerDir,
+      metadata: { 'redline.merge': JSON.stringify({ base: basename(model), adapters: loaded.map((l) => ({ name: l.adapter.name, unet: l.unet, te: l.te })) }) },
+    }, { overwrite: !!o.force, onStatus: (line) => process.stderr.write(`onnx: ${line}\n`) });
+    process.stderr.write(`wrote ONNX model folder ${dir}\n`);
+  } finally {
+    ckpt.close();
+  }
 }
