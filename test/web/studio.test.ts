@@ -266,6 +266,13 @@ describe('web studio in Chromium', () => {
     for (const p of await gallery.getByTestId('provenance').allTextContents()) expect(p).toContain('C2PA signed');
     await expect(gallery.getByRole('heading', { level: 3 }).allTextContents()).resolves.toContainEqual(expect.stringContaining('lowered from 3'));
     await page.screenshot({ path: join(shots, '08-gallery.png'), fullPage: true });
+
+    // A1111's "Send to img2img": the image becomes the init image there.
+    const oldest = gallery.getByTestId('image-card').last();
+    const oldestSrc = await oldest.locator('img').getAttribute('src');
+    await oldest.getByRole('button', { name: 'Send to img2img' }).click();
+    const img2img = page.getByRole('region', { name: 'img2img' });
+    await expect(img2img.getByRole('img', { name: 'Init image: image sent from a result' }).getAttribute('src')).resolves.toBe(oldestSrc);
   });
 });
 
