@@ -224,6 +224,7 @@ export async function loadTrainingImage(item: ImageItem): Promise<{ data: Float3
   const rgb = await sharp(item.path)
     .resize(item.resized[0], item.resized[1], { fit: 'fill', kernel: 'lanczos3' })
     .extract({ left, top, width: w, height: h })
+    .toColourspace('srgb') // 8 bits per channel, also for 16-bit PNGs
     .raw()
     .toBuffer();
   const plane = w * h;
