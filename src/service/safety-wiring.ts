@@ -1,14 +1,15 @@
 import sharp from 'sharp';
-import type { AuditLog } from '../safety/audit/audit-log.ts';
+import type { AuditLog, AuditQuery } from '../safety/audit/audit-log.ts';
 import { checkInitImage, checkOutputImage, type ImageSafetyChecks } from '../safety/output/index.ts';
 import type { RgbImage } from '../safety/output/image.ts';
 import { applyProvenance, type SigningIdentity } from '../safety/provenance/index.ts';
 import type { Policy } from '../safety/policy/policy.ts';
 import type { Screener as SafetyScreener } from '../safety/screen/screener.ts';
 import type {
-  AuditSink, OutputChecker, ProvenanceMarker, RoleCaps, Screener, ScreeningInput, ScreeningResult,
+  AuditSearch, AuditSink, OutputChecker, ProvenanceMarker, RoleCaps, Screener, ScreeningInput, ScreeningResult,
 } from './backend.ts';
 import { builtinRoles } from './roles.ts';
+import type { ConsentAttestation } from './submit.ts';
 
 // Adapters from the safety layer (src/safety) to the service's seam (backend.ts).
 
@@ -52,7 +53,10 @@ export function rolesFromPolicy(policy: Policy): Record<string, RoleCaps> {
   return out;
 }
 
-/** The hash-chained audit log as the service's AuditSink (append only; no search yet). */
+/** What the admin audit route may ask beyond the seam's AuditSearch. */
+export type ServiceAuditSearch = AuditSearch & Pick<AuditQuery, 'verdict' | 'category' | 'until' | 'before'>;
+
+/** The hash-chained audit log as the service's AuditSink (append, and search for admins). */
 export function auditSink(log: AuditLog): AuditSink {
   return {
     record(e) {
@@ -67,8 +71,20 @@ export function auditSink(log: AuditLog): AuditSink {
         ...(e.requestedIntensity !== undefined ? { requestedIntensity: e.requestedIntensity } : {}),
         ...(e.effectiveIntensity !== undefined ? { effectiveIntensity: e.effectiveIntensity } : {}),
         ...(e.kind === 'block' ? { blocks: (e.categories?.length ? e.categories : ['unspecified']).map((category) => ({ stage: String(e.detail?.stage ?? 'output'), category, reason: e.reason ?? '' })) } : {}),
-        details: { ...(e.jobId ? { jobId: e.jobId } : {}), ...(e.detail ?? {}) },
+        // The reason of a screening is kept so admins can search for it; blocks carry theirs.
+        details: { ...(e.jobId ? { jobId: e.jobId } : {}), ...(e.kind !== 'block' && e.reason ? { reason: e.reason } : {}), ...(e.detail ?? {}) },
       });
+    },
+    search(q: ServiceAuditSearch) {
+      const page = log.search({
+        limit: q.limit,
+        ...(q.caller ? { caller: q.caller } : {}), ...(q.kind ? { kind: q.kind === 'screening' ? 'screen' : q.kind === 'generation' ? 'generate' : q.kind } : {}),
+        ...(q.text ? { text: q.text } : {}), ...(q.since ? { since: q.since } : {}), ...(q.until ? { until: q.until } : {}),
+        ...(q.verdict ? { verdict: q.verdict } : {}), ...(q.category ? { category: q.category } : {}),
+        ...(q.before !== undefined ? { before: q.before } : {}),
+      });
+      // Rows as stored: prompts are text or salted hashes, as the policy chose when written.
+      return page.rows.map((r) => ({ ...r.event, seq: r.seq, ts: r.ts, kind: r.kind, hash: r.hash }));
     },
   };
 }
@@ -88,12 +104,16 @@ function flatScores(value: unknown, prefix = '', out: Record<string, number> = {
   return out;
 }
 
+/** The request fields the consent workflow reads (set by submit.ts on img2img requests). */
+type WithConsent = { consentAttestation?: ConsentAttestation };
+
 /**
- * The image checks (nsfw, face age, likeness) as the service's OutputChecker. The consent
- * workflow is off here: the API has no consent-attestation field yet, so a photographic
- * face with intensity above 0 is refused, the policy's strict default.
+ * The image checks (nsfw, face age, likeness) as the service's OutputChecker. For init
+ * images the consent workflow is the caller's role's `consentWorkflow` flag in the policy
+ * (server side) and the attestation reference is the one the request carried; a pass that
+ * relied on it writes a 'consent' row with the reference to the audit log.
  */
-export function serviceOutputChecker(checks: ImageSafetyChecks): OutputChecker {
+export function serviceOutputChecker(checks: ImageSafetyChecks, opts: { policy?: Policy; log?: AuditLog } = {}): OutputChecker {
   return {
     async check(png, ctx) {
       const r = await checkOutputImage(checks, await toRgb(png), { intensity: ctx.intensity });
@@ -108,7 +128,21 @@ export function serviceOutputChecker(checks: ImageSafetyChecks): OutputChecker {
       return { action: 'block', png, categories, reason, scores };
     },
     async checkInput(png, ctx) {
-      const r = await checkInitImage(checks, await toRgb(png), { intensity: ctx.intensity, consent: { workflowEnabled: false } });
+      const attestation = (ctx.request as typeof ctx.request & WithConsent).consentAttestation;
+      const workflowEnabled = opts.policy?.roles[ctx.role]?.consentWorkflow ?? false;
+      const r = await checkInitImage(checks, await toRgb(png), {
+        intensity: ctx.intensity,
+        consent: { workflowEnabled, ...(attestation?.ref ? { attestationRef: attestation.ref } : {}) },
+      });
+      if (r.verdict === 'pass' && r.consentReference !== undefined && opts.log) {
+        opts.log.append({
+          kind: 'consent',
+          caller: attestation?.caller ?? 'unknown',
+          role: ctx.role,
+          effectiveIntensity: ctx.intensity,
+          details: { jobId: ctx.jobId, stage: 'input', attestationRef: r.consentReference, photographicFace: r.photographicFace, scores: flatScores(r.scores) },
+        });
+      }
       return { allowed: r.verdict === 'pass', reason: r.reasons.map((x) => x.message).join(' '), categories: r.reasons.map((x) => x.code) };
     },
   };

@@ -35,6 +35,18 @@ export interface SubmissionInput {
   model: string | null;
   /** What the request asked for; only a wish, capped by the caller's role. */
   requestedIntensity: number | null;
+  /**
+   * img2img only: the reference of the pictured person's signed consent. It only matters
+   * when the caller's role has the policy's consent workflow; it is kept in the audit log.
+   */
+  consentAttestationRef?: string | null;
+}
+
+/** The consent reference as it travels with a queued img2img job to the input check. */
+export interface ConsentAttestation {
+  ref: string;
+  /** Server-side identity of the caller who attested, for the audit row. */
+  caller: string;
 }
 
 export interface ServiceContext {
@@ -135,6 +147,10 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
   const input: SubmissionInput = { ...raw, prompt: tags.prompt, adapters: [...raw.adapters, ...tags.adapters] };
   enforceRoleLimits(input, role);
   await checkNames(ctx, input);
+  const consentRef = input.consentAttestationRef?.trim() || null;
+  if (consentRef !== null && input.mode !== 'img2img') {
+    throw new SubmissionError(422, 'consent_not_applicable', 'a consent attestation reference applies to img2img init images only; remove it from this txt2img request.');
+  }
 
   const initImages: Buffer[] = [];
   if (input.mode === 'img2img') {
@@ -174,6 +190,7 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
     kind: 'screening', caller: caller.id, role: role.name, prompt: input.prompt, negativePrompt: input.negativePrompt,
     verdict: verdict.verdict, categories: verdict.categories, requestedIntensity: verdict.requestedIntensity,
     effectiveIntensity: effective, reason: verdict.reason,
+    ...(consentRef !== null ? { detail: { consentAttestationRef: consentRef } } : {}),
   });
   if (verdict.verdict === 'refuse') {
     ctx.store.recordBlock({ caller: caller.id, role: role.name, stage: 'prompt', categories: verdict.categories, reason: verdict.reason });
@@ -183,7 +200,8 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
     throw new SubmissionError(403, 'refused', verdict.reason, rate.headers);
   }
 
-  const request: StoredRequest = {
+  const request: StoredRequest & { consentAttestation?: ConsentAttestation } = {
+    ...(consentRef !== null ? { consentAttestation: { ref: consentRef, caller: caller.id } } : {}),
     mode: input.mode,
     prompt: input.prompt,
     negativePrompt: input.negativePrompt,

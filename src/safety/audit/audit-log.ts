@@ -116,6 +116,32 @@ WHEN NEW.seq <> OLD.seq + 1 OR NEW.hash <> (SELECT hash FROM audit WHERE seq = N
 BEGIN SELECT RAISE(ABORT, 'audit head only moves forward to the newest row'); END;
 `;
 
+/** Filters for `AuditLog.search`; every given filter must match. */
+export interface AuditQuery {
+  caller?: string;
+  kind?: string;
+  verdict?: 'allow' | 'clamp' | 'refuse';
+  /** A category named in the row's categories or blocks. */
+  category?: string;
+  /** ISO time, inclusive. */
+  since?: string;
+  /** ISO time, exclusive. */
+  until?: string;
+  /** Case-insensitive substring of a reason (a block's reason or details.reason). */
+  text?: string;
+  /** Page size, 1..5000 (default 100). */
+  limit?: number;
+  /** Return rows older than this seq (the previous page's `nextBefore`). */
+  before?: number;
+}
+
+export interface AuditPage {
+  /** Newest first. Prompts appear as stored: text, or salted hashes under a 'hash' policy. */
+  rows: AuditRow[];
+  /** Pass as `before` for the next (older) page; null when this page is the last. */
+  nextBefore: number | null;
+}
+
 export interface AuditLogOptions {
   /** 'text' or 'hash' (default from the policy, else 'text'). */
   promptStorage?: 'text' | 'hash';
@@ -268,6 +294,46 @@ export class AuditLog {
       }
     }
     return { ok: problems.length === 0, rows, headSeq, headHash, problems };
+  }
+
+  /** Searches the log, newest first, one page at a time (see AuditQuery). */
+  search(query: AuditQuery = {}): AuditPage {
+    const limit = query.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 5000) {
+      throw new RedlineError('bad_audit_query', `audit search limit ${limit} is not a whole number in 1..5000.`);
+    }
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    const time = (v: string, name: string): string => {
+      const ms = Date.parse(v);
+      if (Number.isNaN(ms)) throw new RedlineError('bad_audit_query', `audit search ${name} '${v}' is not a date/time.`, 'Use ISO 8601, e.g. 2026-11-25T13:00:00Z.');
+      return new Date(ms).toISOString();
+    };
+    if (query.before !== undefined) { where.push('seq < ?'); args.push(query.before); }
+    if (query.kind) { where.push('kind = ?'); args.push(query.kind); }
+    if (query.since) { where.push('ts >= ?'); args.push(time(query.since, 'since')); }
+    if (query.until) { where.push('ts < ?'); args.push(time(query.until, 'until')); }
+    if (query.caller) { where.push("json_extract(event, '$.caller') = ?"); args.push(query.caller); }
+    if (query.verdict) { where.push("json_extract(event, '$.verdict') = ?"); args.push(query.verdict); }
+    if (query.category) {
+      where.push(`(EXISTS (SELECT 1 FROM json_each(event, '$.categories') c WHERE json_extract(c.value, '$.category') = ?)
+        OR EXISTS (SELECT 1 FROM json_each(event, '$.blocks') b WHERE json_extract(b.value, '$.category') = ?))`);
+      args.push(query.category, query.category);
+    }
+    if (query.text) {
+      // LIKE with escaped wildcards: the operator's text is matched literally.
+      const pattern = `%${query.text.toLowerCase().replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`;
+      where.push(`(lower(coalesce(json_extract(event, '$.details.reason'), '')) LIKE ? ESCAPE '\\'
+        OR EXISTS (SELECT 1 FROM json_each(event, '$.blocks') b WHERE lower(json_extract(b.value, '$.reason')) LIKE ? ESCAPE '\\'))`);
+      args.push(pattern, pattern);
+    }
+    const sql = `SELECT seq, ts, kind, event, prev_hash, hash FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`;
+    const found = this.db.prepare(sql).all(...args, limit + 1) as { seq: number; ts: string; kind: string; event: string; prev_hash: string; hash: string }[];
+    const page = found.slice(0, limit);
+    return {
+      rows: page.map((r) => ({ seq: r.seq, ts: r.ts, kind: r.kind, event: JSON.parse(r.event) as AuditEvent, prevHash: r.prev_hash, hash: r.hash })),
+      nextBefore: found.length > limit ? page[page.length - 1]!.seq : null,
+    };
   }
 
   close(): void {

@@ -27,6 +27,11 @@ export interface LevelSettings {
 export interface RolePolicy {
   maxIntensity: IntensityLevel;
   sexual: boolean;
+  /**
+   * img2img of a photographed face above intensity 0 is refused unless this is true AND the
+   * request carries a consent attestation reference (stored in the audit log).
+   */
+  consentWorkflow: boolean;
 }
 
 export interface ProtectedPerson {
@@ -41,6 +46,10 @@ export interface OutputChecksPolicy {
   };
   minFaceAge: number;
   likeness: { cosineThreshold: number };
+  /** Face-detector confidence below which a detection is not treated as a face. */
+  minFaceScore: number;
+  /** nsfwjs Neutral+Sexy+Porn at or above which an init image counts as a photograph. */
+  photoThreshold: number;
 }
 
 export interface Policy {
@@ -183,10 +192,11 @@ export function validatePolicy(doc: Json, source: string): Policy {
   for (const [name, v] of Object.entries(rolesIn)) {
     const path = `policy.roles.${name}`;
     if (!/^[a-z][a-z0-9_-]{0,31}$/.test(name)) c.fail(path, 'role names are lower-case letters, digits, - and _.');
-    const o = c.object(v, path, ['maxIntensity', 'sexual']);
+    const o = c.object(v, path, ['maxIntensity', 'sexual', 'consentWorkflow']);
     const role: RolePolicy = {
       maxIntensity: c.int(o.maxIntensity, `${path}.maxIntensity`, 0, 3) as IntensityLevel,
       sexual: o.sexual === undefined ? false : c.bool(o.sexual, `${path}.sexual`),
+      consentWorkflow: o.consentWorkflow === undefined ? false : c.bool(o.consentWorkflow, `${path}.consentWorkflow`),
     };
     if (role.sexual && !sexual.enabled) {
       c.fail(`${path}.sexual`, 'a role cannot allow sexual content while policy.categories.sexual.enabled is false.');
@@ -217,7 +227,7 @@ export function validatePolicy(doc: Json, source: string): Policy {
   const semantic = { enabled: c.bool(sem.enabled, 'policy.semantic.enabled'), thresholds };
 
   // Output checks.
-  const oc = c.object(root.outputChecks, 'policy.outputChecks', ['nsfw', 'minFaceAge', 'likeness']);
+  const oc = c.object(root.outputChecks, 'policy.outputChecks', ['nsfw', 'minFaceAge', 'likeness', 'minFaceScore', 'photoThreshold']);
   const nsfw = c.object(oc.nsfw, 'policy.outputChecks.nsfw', ['thresholds', 'action']);
   const nt = c.object(nsfw.thresholds, 'policy.outputChecks.nsfw.thresholds', ['porn', 'hentai', 'sexy']);
   const lk = c.object(oc.likeness, 'policy.outputChecks.likeness', ['cosineThreshold']);
@@ -232,6 +242,8 @@ export function validatePolicy(doc: Json, source: string): Policy {
     },
     minFaceAge: oc.minFaceAge === undefined ? 25 : c.number(oc.minFaceAge, 'policy.outputChecks.minFaceAge', 18, 100),
     likeness: { cosineThreshold: c.number(lk.cosineThreshold, 'policy.outputChecks.likeness.cosineThreshold', 0, 1) },
+    minFaceScore: oc.minFaceScore === undefined ? 0.3 : c.number(oc.minFaceScore, 'policy.outputChecks.minFaceScore', 0, 1),
+    photoThreshold: oc.photoThreshold === undefined ? 0.5 : c.number(oc.photoThreshold, 'policy.outputChecks.photoThreshold', 0, 1),
   };
 
   // Audit.

@@ -89,3 +89,39 @@ export class SemanticBank {
     return [...best.values()];
   }
 }
+
+/** The part of a CLIP text-encoder session the embedder needs (src/models/sessions.ts). */
+export interface PooledTextEncoder {
+  run(ids: readonly (readonly number[])[]): Promise<{ pooled: { shape: readonly number[]; toFloat32(): Float32Array } }>;
+}
+
+/** The part of the CLIP tokenizer the embedder needs (src/text/tokenizer.ts). */
+export interface PaddedTokenizer {
+  encodePadded(text: string): number[];
+}
+
+/**
+ * A TextEmbedder over a CLIP text encoder: the pooled output (last hidden state at the EOS
+ * token; SD 1.5's CLIPTextModel has no projection), scaled to unit length so cosines are
+ * dot products. Texts are encoded in batches of `batchSize` to bound memory on large banks.
+ */
+export function clipTextEmbedder(encoder: PooledTextEncoder, tokenizer: PaddedTokenizer, batchSize = 16): TextEmbedder {
+  return async (texts) => {
+    const out: Float32Array[] = [];
+    for (let i = 0; i < texts.length; i += batchSize) {
+      const chunk = texts.slice(i, i + batchSize);
+      const { pooled } = await encoder.run(chunk.map((t) => tokenizer.encodePadded(t)));
+      const width = pooled.shape[pooled.shape.length - 1]!;
+      const data = pooled.toFloat32();
+      for (let b = 0; b < chunk.length; b++) {
+        const v = data.slice(b * width, (b + 1) * width);
+        let norm = 0;
+        for (const x of v) norm += x * x;
+        norm = Math.sqrt(norm);
+        if (norm > 0) for (let k = 0; k < width; k++) v[k]! /= norm;
+        out.push(v);
+      }
+    }
+    return out;
+  };
+}

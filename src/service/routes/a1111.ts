@@ -90,6 +90,7 @@ export const a1111Img2ImgSchema = {
     inpainting_mask_invert: { type: 'integer', default: 0 },
     initial_noise_multiplier: { type: ['number', 'null'], default: null },
     include_init_images: { type: 'boolean', default: false },
+    redline_consent: { type: ['string', 'null'], maxLength: 256, default: null, description: 'Redline extension: consent attestation reference for a photographed face in the init image (A1111 clients leave it out)' },
   },
 } as const;
 
@@ -100,6 +101,7 @@ type A1111Body = Record<string, unknown> & {
   eta: number | null; override_settings: Record<string, unknown> | null; script_name: string | null;
   alwayson_scripts: Record<string, { args?: unknown[] }>; enable_hr?: boolean; denoising_strength: number | null;
   init_images?: string[] | null; init_image_url?: string | null; mask?: string | null; intensity: number | null;
+  redline_consent?: string | null;
 };
 
 const SUPPORTED_OVERRIDES = new Set(['sd_model_checkpoint', 'CLIP_stop_at_last_layers']);
@@ -145,6 +147,7 @@ function a1111ToInput(mode: 'txt2img' | 'img2img', b: A1111Body): SubmissionInpu
     mask: b.mask ?? null,
     model,
     requestedIntensity: b.intensity,
+    consentAttestationRef: b.redline_consent ?? null,
   };
 }
 

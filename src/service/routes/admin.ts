@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { RedlineError } from '../../errors.ts';
 import { sendError } from '../auth.ts';
+import type { AuditSearch } from '../backend.ts';
 import type { ServiceContext } from '../submit.ts';
 
 const admin = { admin: true } as const;
@@ -166,25 +167,56 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: ServiceContext): 
     callers: store.topBlockedCallers(req.query.limit, sinceMs(req.query.since)).map((c) => ({ ...c, last_at: iso(c.last_at)! })),
   }));
 
-  app.get<{ Querystring: { caller?: string; kind?: string; q?: string; since?: string; limit: number } }>('/api/v1/admin/audit', {
+  type AuditQuerystring = {
+    caller?: string; kind?: string; q?: string; since?: string; until?: string;
+    verdict?: 'allow' | 'clamp' | 'refuse'; category?: string; before?: number; limit: number;
+  };
+  app.get<{ Querystring: AuditQuerystring }>('/api/v1/admin/audit', {
     config: admin,
     schema: {
-      tags: ['admin'], summary: 'Search the audit log (src/safety/audit)',
+      tags: ['admin'],
+      summary: 'Search the audit log, newest first; prompts appear as stored (text or salted hash, per policy)',
       querystring: {
         type: 'object',
-        properties: { caller: { type: 'string' }, kind: { type: 'string' }, q: { type: 'string', maxLength: 256 }, since: { type: 'string', format: 'date-time' }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+        additionalProperties: false,
+        properties: {
+          caller: { type: 'string', maxLength: 256 },
+          kind: { type: 'string', maxLength: 64 },
+          q: { type: 'string', maxLength: 256, description: 'text in a refusal or block reason' },
+          since: { type: 'string', format: 'date-time' },
+          until: { type: 'string', format: 'date-time' },
+          verdict: { type: 'string', enum: ['allow', 'clamp', 'refuse'] },
+          category: { type: 'string', maxLength: 64 },
+          before: { type: 'integer', minimum: 1, description: 'next_before of the previous page' },
+          limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+        },
       },
-      response: { 200: { type: 'object', properties: { entries: { type: 'array', items: { type: 'object', additionalProperties: true } } } }, 501: errorSchema },
+      response: {
+        200: {
+          type: 'object',
+          properties: {
+            entries: { type: 'array', items: { type: 'object', additionalProperties: true } },
+            next_before: { type: ['integer', 'null'] },
+          },
+        },
+        501: errorSchema,
+      },
     },
   }, async (req, reply) => {
     const search = components.audit?.search;
     if (!search) return sendError(req, reply, 501, 'audit_unavailable', 'no audit log with search is installed on this server');
     const q = req.query;
-    const entries = await search.call(components.audit, {
-      limit: q.limit,
+    // One row more than the page tells whether an older page exists.
+    const query: AuditSearch & Omit<AuditQuerystring, 'q' | 'limit'> = {
+      limit: q.limit + 1,
       ...(q.caller ? { caller: q.caller } : {}), ...(q.kind ? { kind: q.kind } : {}),
-      ...(q.q ? { text: q.q } : {}), ...(q.since ? { since: q.since } : {}),
-    });
-    return { entries };
+      ...(q.q ? { text: q.q } : {}), ...(q.since ? { since: q.since } : {}), ...(q.until ? { until: q.until } : {}),
+      ...(q.verdict ? { verdict: q.verdict } : {}), ...(q.category ? { category: q.category } : {}),
+      ...(q.before !== undefined ? { before: q.before } : {}),
+    };
+    const found = await search.call(components.audit, query);
+    const entries = found.slice(0, q.limit);
+    const lastSeq = entries[entries.length - 1]?.seq;
+    return { entries, next_before: found.length > q.limit && typeof lastSeq === 'number' ? lastSeq : null };
   });
 }

@@ -45,6 +45,7 @@ export const jobRequestSchema = {
     mask: { type: ['string', 'null'], default: null },
     model: { type: ['string', 'null'], maxLength: 512, default: null },
     intensity: { type: ['integer', 'null'], minimum: 0, maximum: 3, default: null, description: 'Requested graded intensity; capped by the caller\'s role, never raised by it' },
+    consent_attestation_ref: { type: ['string', 'null'], maxLength: 256, default: null, description: 'img2img: reference of the pictured person\'s signed consent; needed to grade a photographed face when the caller\'s role has the consent workflow; stored in the audit log' },
   },
 } as const;
 
@@ -72,6 +73,7 @@ export interface NativeJobBody {
   mask: string | null;
   model: string | null;
   intensity: number | null;
+  consent_attestation_ref: string | null;
 }
 
 function nativeToInput(b: NativeJobBody): SubmissionInput {
@@ -80,7 +82,7 @@ function nativeToInput(b: NativeJobBody): SubmissionInput {
     sampler: b.sampler_name, scheduler: b.scheduler, steps: b.steps, cfgScale: b.cfg_scale, seed: b.seed, subseed: b.subseed,
     subseedStrength: b.subseed_strength, width: b.width, height: b.height, batchSize: b.batch_size, nIter: b.n_iter, clipSkip: b.clip_skip,
     eta: b.eta, denoisingStrength: b.denoising_strength, initImages: b.init_images, initImageUrl: b.init_image_url, mask: b.mask,
-    model: b.model, requestedIntensity: b.intensity,
+    model: b.model, requestedIntensity: b.intensity, consentAttestationRef: b.consent_attestation_ref,
   };
 }
 
