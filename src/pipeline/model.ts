@@ -6,7 +6,9 @@ import { basename, extname, join } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Graph } from '../graph/graph.ts';
 import { exportOnnx, writeOnnx } from '../graph/onnx.ts';
+import type { SD15Configs } from '../models/checkpoint/configs.ts';
 import { type Checkpoint, openCheckpoint, type OpenCheckpointOptions } from '../models/checkpoint/load.ts';
+import { isOnnxFolder, type OnnxFolder, readOnnxFolder } from '../models/export.ts';
 import { buildTextEncoder } from '../models/text-encoder.ts';
 import { buildUnet } from '../models/unet.ts';
 import { buildVaeDecoder, buildVaeEncoder } from '../models/vae.ts';
@@ -64,10 +66,12 @@ export class StableDiffusionModel {
   private unetSession: Session;
   private readonly adapterMode: AdapterMode;
   private readonly adapterSessionLimit: number;
+  readonly configs: SD15Configs;
 
   private constructor(
     readonly path: string,
-    readonly checkpoint: Checkpoint,
+    /** null for an exported ONNX folder (src/models/export.ts): sessions only, no weights. */
+    readonly checkpoint: Checkpoint | null,
     readonly tokenizer: ClipTokenizer,
     private readonly baseTextEncoder: Session,
     private readonly baseUnet: Session,
@@ -76,7 +80,9 @@ export class StableDiffusionModel {
     private readonly sessionOptions: SessionOptions,
     private readonly onnxDir: string,
     opts: Pick<LoadModelOptions, 'adapterMode' | 'adapterSessionLimit'> = {},
+    private readonly onnxFolder: OnnxFolder | null = null,
   ) {
+    this.configs = checkpoint?.configs ?? onnxFolder!.manifest.configs;
     this.textEncoderSession = baseTextEncoder;
     this.unetSession = baseUnet;
     this.promptEncoders.set('', promptEncoder);
@@ -109,7 +115,7 @@ export class StableDiffusionModel {
   }
 
   get vaeScalingFactor(): number {
-    return (this.checkpoint.configs.vae.scaling_factor as number | undefined) ?? 0.18215;
+    return (this.configs.vae.scaling_factor as number | undefined) ?? 0.18215;
   }
 
   get provider(): Provider {
@@ -117,6 +123,7 @@ export class StableDiffusionModel {
   }
 
   static async load(path: string, opts: LoadModelOptions = {}): Promise<StableDiffusionModel> {
+    if (isOnnxFolder(path)) return StableDiffusionModel.loadOnnxFolder(path, opts);
     const progress = opts.onProgress ?? (() => {});
     const checkpoint = openCheckpoint(path, opts.configs ? { configs: opts.configs } : {});
     try {
@@ -149,21 +156,41 @@ export class StableDiffusionModel {
     }
   }
 
+  /** A folder written by `redline merge --onnx` (its manifest checked, hashes included):
+   * the exported sessions run as they are; adapters were fused at export. */
+  private static async loadOnnxFolder(path: string, opts: LoadModelOptions): Promise<StableDiffusionModel> {
+    const folder = readOnnxFolder(path);
+    const tokenizer = loadTokenizer(opts.tokenizerDir ?? folder.tokenizerDir);
+    const sessionOptions: SessionOptions = { provider: opts.provider ?? 'cpu', allowFallback: opts.allowFallback ?? false, ...(opts.threads ? { threads: opts.threads } : {}) };
+    const [textEncoder, unet, vaeDecoder] = await Promise.all(
+      (['text_encoder', 'unet', 'vae_decoder'] as const).map((c) => Session.create(folder.modelPath(c), sessionOptions)),
+    );
+    const { maxClipSkip, configs } = folder.manifest;
+    const prompts = new PromptEncoder(tokenizer, textEncoder!, configs.text_encoder.hidden_size, maxClipSkip);
+    return new StableDiffusionModel(path, null, tokenizer, textEncoder!, unet!, vaeDecoder!, prompts, sessionOptions, '', opts, folder);
+  }
+
   /** The VAE encoder, built on first use (only img2img needs it). */
   vaeEncoder(): Promise<Session> {
-    this.vaeEncoderSession ??= createSession(
-      buildVaeEncoder(this.checkpoint.configs.vae, this.checkpoint.components.vae),
-      this.sessionOptions,
-      this.onnxDir,
-    );
+    this.vaeEncoderSession ??= this.onnxFolder
+      ? Session.create(this.onnxFolder.modelPath('vae_encoder'), this.sessionOptions)
+      : createSession(buildVaeEncoder(this.configs.vae, this.weights('img2img').components.vae), this.sessionOptions, this.onnxDir);
     return this.vaeEncoderSession;
+  }
+
+  /** The checkpoint, for what needs weights; an exported ONNX folder has none to offer. */
+  private weights(what: string): Checkpoint {
+    if (!this.checkpoint) {
+      throw new RedlineError('onnx_folder_fixed', `${this.name} is an exported ONNX folder: ${what} needs the original weights.`, 'Export the folder again with the adapters fused (`redline merge --onnx`), or load the original checkpoint.');
+    }
+    return this.checkpoint;
   }
 
   /** Reads an adapter file matched against this model (cached per path). */
   loadAdapter(path: string): LoadedAdapter {
     let a = this.adapterCache.get(path);
     if (!a) {
-      this.moduleIndex ??= buildModuleIndex(this.checkpoint);
+      this.moduleIndex ??= buildModuleIndex(this.weights('a LoRA adapter'));
       a = loadAdapter(path, this.moduleIndex);
       this.adapterCache.set(path, a);
     }
@@ -194,7 +221,7 @@ export class StableDiffusionModel {
     await this.dropFused();
     this.textEncoderSession = te;
     this.unetSession = unet;
-    this.usePromptEncoder(`runtime\u0000${tePlan.key}\u0000${tePlan.slots.map((s) => `${s.feeds.adapter.path}\u0000${s.strength}`).join('\u0001')}`);
+    this.usePromptEncoder(tePlan.slots.length === 0 ? '' : `runtime\u0000${tePlan.key}\u0000${tePlan.slots.map((s) => `${s.feeds.adapter.path}\u0000${s.strength}`).join('\u0001')}`);
   }
 
   /** How many adapter sessions were built since load (for tests and diagnostics). */
@@ -236,7 +263,7 @@ export class StableDiffusionModel {
   }
 
   private async buildAdapted(plan: ComponentPlan): Promise<Session> {
-    const { configs, components } = this.checkpoint;
+    const { configs, components } = this.weights('a LoRA adapter');
     const hook = runtimeModuleHook(plan.component, slotModules(plan));
     const graph = plan.component === 'text_encoder'
       ? buildTextEncoder(configs.text_encoder, components.text_encoder, { maxClipSkip: this.maxClipSkip, moduleHook: hook })
@@ -265,9 +292,8 @@ export class StableDiffusionModel {
       this.usePromptEncoder(`fused\u0000${signature}`);
       return;
     }
-    const base = this.checkpoint.components;
+    const { configs, components: base } = this.weights('a LoRA adapter');
     const sources = fusedSources(base, await fuseAdaptersFast(base, active));
-    const { configs } = this.checkpoint;
     const te = await createSession(buildTextEncoder(configs.text_encoder, sources.text_encoder, { maxClipSkip: this.maxClipSkip }), this.sessionOptions, this.onnxDir, 'text_encoder-fused');
     const unet = await createSession(buildUnet(configs.unet, sources.unet), this.sessionOptions, this.onnxDir, 'unet-fused');
     await this.dropFused();
@@ -302,7 +328,7 @@ export class StableDiffusionModel {
     this.runtimeSessions.clear();
     if (this.vaeEncoderSession) sessions.push(await this.vaeEncoderSession);
     await Promise.all(sessions.map((s) => s.release()));
-    this.checkpoint.close();
+    this.checkpoint?.close();
   }
 }
 

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run as merge } from '../../src/cli/commands/merge.ts';
 import { readOnnxFolder } from '../../src/models/export.ts';
+import { Generator } from '../../src/pipeline/generate.ts';
 import { StableDiffusionModel } from '../../src/pipeline/model.ts';
 import { Session } from '../../src/runtime/session.ts';
 import { SafetensorsFile } from '../../src/tensor/safetensors.ts';
@@ -76,6 +77,30 @@ describe('ONNX folder export of a fused model', () => {
       expect(maxAbsDiff(img, (await model.vaeDecoder.run({ latent }, ['image'])).image!.toFloat32())).toBeLessThan(ATOL);
     } finally {
       await Promise.all([te.release(), unet.release(), vae.release()]);
+    }
+  }, 600_000);
+
+  it('StableDiffusionModel.load takes the folder and generates the golden fused-LoRA txt2img', async () => {
+    const cases = goldenJson<Record<string, { call: Record<string, unknown>; lora_scale: number }>>('pipelines', 'pipelines.json');
+    const [name, c] = Object.entries(cases).find(([n, k]) => n.includes('lora') && String(k.lora_scale) === String(Number(scale)))!;
+    const golden = SafetensorsFile.open(goldenPath('pipelines', `${name}.safetensors`));
+    const latentsFile = SafetensorsFile.open(goldenPath('pipelines', String(c.call.latents)));
+    const seed = Number(/manual_seed\((\d+)\)/.exec(latentsFile.metadata.description ?? '')![1]);
+    latentsFile.close();
+    const exported = await StableDiffusionModel.load(out);
+    try {
+      expect(exported.checkpoint).toBeNull();
+      const [img] = await new Generator(exported).generate({
+        prompt: String(c.call.prompt), negativePrompt: String(c.call.negative_prompt), sampler: 'DDIM',
+        steps: c.call.num_inference_steps as number, cfgScale: c.call.guidance_scale as number, seed, rng: 'cpu',
+        width: c.call.width as number, height: c.call.height as number,
+      });
+      expect(maxAbsDiff(img!.latents, golden.getFloat32('final_latents'))).toBeLessThan(1e-3); // golden README: latents 1e-3
+      expect(maxAbsDiff(img!.unit, golden.getFloat32('image'))).toBeLessThan(1e-4); // images 1e-4
+      expect(() => exported.loadAdapter(goldenPath('lora', 'lora_peft.safetensors'))).toThrow(/exported ONNX folder/);
+    } finally {
+      golden.close();
+      await exported.release();
     }
   }, 600_000);
 
