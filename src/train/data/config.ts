@@ -402,8 +402,9 @@ function readCalibration(r: Reader, t: Table): CalibrationConfig {
   const W = '[calibration]';
   r.checkKeys(t, CALIBRATION_KEYS, W);
   const strengths = t.strengths ?? [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5];
-  if (!Array.isArray(strengths) || strengths.length < 2 || !strengths.every((s) => typeof s === 'number' && s >= 0 && s <= 4)) {
-    throw bad(r.file, `${W}: strengths must be a list of at least two numbers from 0 to 4.`);
+  // the policy accepts calibrated strengths from 0 to 2
+  if (!Array.isArray(strengths) || strengths.length < 2 || !strengths.every((s) => typeof s === 'number' && s >= 0 && s <= 2)) {
+    throw bad(r.file, `${W}: strengths must be a list of at least two numbers from 0 to 2.`);
   }
   const sorted = [...(strengths as number[])].sort((a, b) => a - b);
   if (sorted[0] !== 0) throw bad(r.file, `${W}: strengths must include 0 (the base model's effect is the reference).`);

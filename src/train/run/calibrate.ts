@@ -58,9 +58,13 @@ export function strengthFor(curve: readonly CurvePoint[], target: number): { str
 export function levelStrengths(curve: readonly CurvePoint[], targets: Record<string, number>): { levels: Record<string, number>; unreached: string[] } {
   const levels: Record<string, number> = {};
   const unreached: string[] = [];
-  for (const level of Object.keys(targets).sort()) {
+  // the policy requires strengths that do not decrease with the level: a level whose
+  // held-out images show less effect than a lower level's keeps the lower level's strength
+  let floor = 0;
+  for (const level of Object.keys(targets).sort((a, b) => Number(a) - Number(b))) {
     const { strength, reached } = strengthFor(curve, targets[level]!);
-    levels[level] = Math.round(strength * 1000) / 1000;
+    floor = Math.max(floor, Math.round(strength * 1000) / 1000);
+    levels[level] = floor;
     if (!reached) unreached.push(level);
   }
   return { levels, unreached };

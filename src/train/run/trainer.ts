@@ -123,8 +123,13 @@ function splitHoldout(cfg: TrainConfig, items: ImageItem[]): { train: ImageItem[
   if (!cfg.calibration || cfg.mode !== 'lora') return { train: items, holdout: [] };
   const tagged = items.filter((i) => i.intensity !== null && !i.isReg);
   if (!tagged.length) throw new RedlineError('train_config', 'A [calibration] table needs captions with intensity:N tags; none were found.', 'Tag the captions (intensity:0..3) or remove [calibration].');
+  const present = new Set(tagged.map((i) => i.intensity!));
+  const missing = [1, 2, 3].filter((l) => !present.has(l));
+  if (missing.length) {
+    throw new RedlineError('dataset_too_small', `The calibration needs images of every intensity level 1 to 3; none are tagged ${missing.map((l) => `intensity:${l}`).join(', ')}.`, 'The policy maps each of levels 1-3 to a strength: tag images of each level, or remove [calibration].');
+  }
   const holdout: ImageItem[] = [];
-  for (const level of [...new Set(tagged.map((i) => i.intensity!))].sort()) {
+  for (const level of [...present].sort()) {
     const of = tagged.filter((i) => i.intensity === level).sort((a, b) => (a.path < b.path ? -1 : 1));
     if (of.length <= cfg.calibration.holdoutPerLevel) {
       throw new RedlineError('dataset_too_small', `Intensity level ${level} has ${of.length} image(s); holding out ${cfg.calibration.holdoutPerLevel} for the calibration would leave none to train on.`, 'Add images of that level or lower holdout_per_level.');

@@ -109,6 +109,8 @@ describe('intensity calibration', () => {
     const { levels, unreached } = levelStrengths(curve, { 0: 0, 1: 0.03, 2: 0.1, 3: 0.5 });
     expect(levels).toEqual({ 0: 0, 1: 0.25, 2: 1.167, 3: 1.5 });
     expect(unreached).toEqual(['3']);
+    // a level whose images show less effect than a lower level's keeps the lower strength
+    expect(levelStrengths(curve, { 1: 0.1, 2: 0.03, 3: 0.2 }).levels).toEqual({ 1: 1.167, 2: 1.167, 3: 1.5 });
     const path = join(dir, 'a.json');
     writeSidecar(path, { category: 'vfx-demo', intensity: levels, notes: 'x' });
     expect(parseSidecar(JSON.parse(readFileSync(path, 'utf8')))).toEqual({ sidecar: { category: 'vfx-demo', intensity: levels, notes: 'x' }, problems: [] });
