@@ -59,7 +59,8 @@ export class StableDiffusionModel {
   private readonly feedsCache = new WeakMap<LoadedAdapter, RuntimeAdapterFeeds>();
   /** Adapter graphs' sessions by component + runtime signature, least recently used first. */
   private readonly runtimeSessions = new Map<string, Session>();
-  private readonly promptEncoders = new Map<string, PromptEncoder>();
+  /** Prompt encoders by text-encoder adapter state, with the session their graph runs on. */
+  private readonly promptEncoders = new Map<string, { encoder: PromptEncoder; graph: Session }>();
   private fused: { signature: string; te: Session; unet: Session } | null = null;
   private adapterBuilds = 0;
   private textEncoderSession: Session;
@@ -85,7 +86,7 @@ export class StableDiffusionModel {
     this.configs = checkpoint?.configs ?? onnxFolder!.manifest.configs;
     this.textEncoderSession = baseTextEncoder;
     this.unetSession = baseUnet;
-    this.promptEncoders.set('', promptEncoder);
+    this.promptEncoders.set('', { encoder: promptEncoder, graph: baseTextEncoder });
     this.adapterMode = opts.adapterMode ?? 'runtime';
     const limit = opts.adapterSessionLimit ?? 2;
     if (!Number.isInteger(limit) || limit < 1) throw new RedlineError('bad_option', `adapterSessionLimit must be a whole number >= 1, got ${limit}.`);
@@ -314,12 +315,17 @@ export class StableDiffusionModel {
   /** Prompt encodings are cached per text-encoder state: switching back to an adapter state
    * seen recently finds its encodings again; a new state never sees stale ones. */
   private usePromptEncoder(teState: string): void {
-    let p = this.promptEncoders.get(teState);
-    if (p) this.promptEncoders.delete(teState);
-    else p = new PromptEncoder(this.tokenizer, this.textEncoderSession, this.promptEncoder.width, this.maxClipSkip);
-    this.promptEncoders.set(teState, p);
+    const running = this.textEncoderSession as unknown;
+    const graph = running instanceof AdaptedSession ? running.session : this.textEncoderSession;
+    let entry = this.promptEncoders.get(teState);
+    this.promptEncoders.delete(teState);
+    // An entry whose graph's session was evicted (and released) since is not reused.
+    if (!entry || entry.graph !== graph) {
+      entry = { encoder: new PromptEncoder(this.tokenizer, this.textEncoderSession, this.promptEncoder.width, this.maxClipSkip), graph };
+    }
+    this.promptEncoders.set(teState, entry);
     while (this.promptEncoders.size > PROMPT_ENCODER_STATES) this.promptEncoders.delete(this.promptEncoders.keys().next().value!);
-    this.promptEncoder = p;
+    this.promptEncoder = entry.encoder;
   }
 
   async release(): Promise<void> {

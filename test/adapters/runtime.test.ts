@@ -186,6 +186,22 @@ describe('runtime adapters reuse sessions', () => {
     expect(maxAbsDiff((await model.prompts.encode('a red square on a grey gradient')).states, half)).toBeLessThan(ATOL);
   }, SLOW);
 
+  it('a prompt encoder whose session was evicted is not reused (cache of one session)', async () => {
+    const small = await StableDiffusionModel.load(goldenPath('models', 'diffusers'), { adapterSessionLimit: 1 });
+    try {
+      const a = (f: string) => ({ adapter: small.loadAdapter(files[f]!), te: 0.5, unet: 0 });
+      await small.setAdapters([a('kohya')]);
+      const first = (await small.prompts.encode('blue circle')).states;
+      await small.setAdapters([a('kohya'), a('other')]); // evicts the one-slot TE session
+      await small.setAdapters([a('kohya')]); // rebuilt
+      expect(small.adapterSessionBuilds).toBe(3);
+      expect(maxAbsDiff((await small.prompts.encode('blue circle')).states, first)).toBe(0);
+      expect((await small.prompts.encode('green triangle')).states.length).toBe(first.length);
+    } finally {
+      await small.release();
+    }
+  }, SLOW);
+
   it('rejects a non-finite strength and an unknown mode', async () => {
     await expect(model.setAdapters(spec([['kohya', Number.NaN, 1]]))).rejects.toThrow(/not a finite number/);
     await expect(model.setAdapters(spec([['kohya', 1, 1]]), { mode: 'baked' as 'fused' })).rejects.toThrow(/mode "baked"/);
