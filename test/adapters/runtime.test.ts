@@ -195,7 +195,7 @@ describe('runtime adapters reuse sessions', () => {
       await small.setAdapters([a('kohya'), a('other')]); // evicts the one-slot TE session
       await small.setAdapters([a('kohya')]); // rebuilt
       expect(small.adapterSessionBuilds).toBe(3);
-      expect(maxAbsDiff((await small.prompts.encode('blue circle')).states, first)).toBe(0);
+      expect(maxAbsDiff((await small.prompts.encode('blue circle')).states, first)).toBeLessThan(1e-6);
       expect((await small.prompts.encode('green triangle')).states.length).toBe(first.length);
     } finally {
       await small.release();
