@@ -1,7 +1,11 @@
 // Training goldens (PyTorch + diffusers + PEFT, CPU float32): LoRA gradients (plain,
 // min-SNR-gamma, noise offset), AdamW steps, full UNet and VAE decoder gradients. Batch,
 // configs and per-tensor tolerances come from the golden set (batch.json, manifest.json).
+import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Graph } from '../../src/graph/graph.ts';
+import { exportOnnx } from '../../src/graph/onnx.ts';
+import { adamwScalars, appendAdamW } from '../../src/train/optim/graph-adamw.ts';
 import { openCheckpoint } from '../../src/models/checkpoint/load.ts';
 import { AdamW } from '../../src/train/optim/adamw.ts';
 import { buildLoraStep, buildUnetFullStep, buildVaeDecoderStep } from '../../src/train/step/graphs.ts';
@@ -226,4 +230,44 @@ describe('full fine-tuning gradients (no LoRA)', () => {
       await session.release();
     }
   }, 180_000);
+});
+
+describe('AdamW as graph ops (appendAdamW) from the golden gradients', () => {
+  it('step 1: params, exp_avg, exp_avg_sq', async () => {
+    const a = open('adamw_step.safetensors');
+    const cfg = batch.config.adamw;
+    const lora = SafetensorsFile.open(loraFile);
+    const g = new Graph('adamw');
+    const pairs = loraKeys.map((k) => {
+      const shape = lora.info(k).shape;
+      return { param: g.input(k, 'f32', shape), grad: g.input(`grad.${k}`, 'f32', shape) };
+    });
+    const upd = appendAdamW(g, pairs, { betas: cfg.betas, eps: cfg.eps });
+    const session = await ort.InferenceSession.create(exportOnnx(g));
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const [name, value] of Object.entries(adamwScalars(1, cfg.lr, cfg.weight_decay, cfg.betas))) feeds[name] = new ort.Tensor('float32', Float32Array.of(value), []);
+    for (const k of loraKeys) {
+      const shape = lora.info(k).shape;
+      const n = shape.reduce((x, y) => x * y, 1);
+      feeds[k] = new ort.Tensor('float32', lora.getFloat32(k), shape);
+      feeds[`grad.${k}`] = new ort.Tensor('float32', grads.getFloat32(k), shape);
+      feeds[upd.tensors.get(k)!.expAvgIn] = new ort.Tensor('float32', new Float32Array(n), shape);
+      feeds[upd.tensors.get(k)!.expAvgSqIn] = new ort.Tensor('float32', new Float32Array(n), shape);
+    }
+    const out = await session.run(feeds);
+    await session.release();
+    const bad: string[] = [];
+    for (const k of loraKeys) {
+      const t = upd.tensors.get(k)!;
+      const pairs2: [string, string, boolean][] = [['param', t.paramOut, true], ['exp_avg', t.expAvgOut, false], ['exp_avg_sq', t.expAvgSqOut, false]];
+      for (const [what, outName, isParam] of pairs2) {
+        const golden = a.getFloat32(`step1.${what}.${k}`);
+        let maxAbs = 0;
+        for (const x of golden) maxAbs = Math.max(maxAbs, Math.abs(x));
+        const r = excess(out[outName]!.data as Float32Array, golden, isParam ? 2e-7 : Math.max(1e-6 * maxAbs, 1e-30));
+        if (r > 1) bad.push(`step1.${what}.${k}: ${r.toFixed(2)}x atol`);
+      }
+    }
+    expect(bad).toEqual([]);
+  }, 60_000);
 });
