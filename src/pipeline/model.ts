@@ -12,7 +12,6 @@ import { isOnnxFolder, type OnnxFolder, readOnnxFolder } from '../models/export.
 import { buildTextEncoder } from '../models/text-encoder.ts';
 import { buildUnet } from '../models/unet.ts';
 import { buildVaeDecoder, buildVaeEncoder } from '../models/vae.ts';
-import type { WeightSource } from '../models/weights.ts';
 import { type Provider, Session, type SessionOptions } from '../runtime/session.ts';
 import { loadTokenizer, resolveTokenizerDir, type ClipTokenizer } from '../text/tokenizer.ts';
 import { type AdapterStrength, checkStrengths, fusedSources } from '../adapters/fuse.ts';
@@ -308,7 +307,7 @@ export class StableDiffusionModel {
     if (!this.fused) return;
     const { te, unet } = this.fused;
     this.fused = null;
-    for (const [k, p] of this.promptEncoders) if (k.startsWith('fused\u0000')) this.promptEncoders.delete(k);
+    for (const k of [...this.promptEncoders.keys()]) if (k.startsWith('fused\u0000')) this.promptEncoders.delete(k);
     await Promise.all([te.release(), unet.release()]);
   }
 
