@@ -11,7 +11,7 @@ export interface Recipe {
   dataset: { count: number; seed: number; size: number };
   heldOut: { count: number; seed: number };
   tokenizer: { maxMerges: number; minFrequency: number };
-  vae: { steps: number; batch: number; crop: number; lr: number; warmup: number; latentPenalty: number };
+  vae: { steps: number; batch: number; imageSize: number; lr: number; warmup: number; latentPenalty: number };
   diffusion: { steps: number; batch: number; lr: number; warmup: number; captionDropout: number };
 }
 

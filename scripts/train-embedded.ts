@@ -1,7 +1,7 @@
 // Trains the embedded default model (models/redline-tiny) from scratch, from the committed
 // recipe (recipes/redline-tiny/model.json: architecture, train.json: data, steps, seeds):
 //   1. a BPE tokenizer on the training captions,
-//   2. the VAE (as a regularised autoencoder on random crops of the scenes),
+//   2. the VAE (as a regularised autoencoder on whole scenes drawn at a small size),
 //   3. text encoder + UNet together on the VAE latents (epsilon prediction, DDPM noise),
 //   4. export as a diffusers folder with fp16 safetensors.
 // Every random draw comes from seeded generators, so the same recipe gives the same weights
@@ -93,27 +93,22 @@ const vaePath = join(work, 'vae.safetensors');
 let images: Float32Array[] | null = null;
 const imagesOf = (): Float32Array[] => (images ??= scenes.map((s) => toChw(renderScene(s, size, size), size)));
 if (startAt <= 1) {
-  const { steps, batch, crop, lr, warmup, latentPenalty } = recipe.vae;
+  const { steps, batch, imageSize: crop, lr, warmup, latentPenalty } = recipe.vae;
   const weights = initComponent('vae', configs, recipe.seed + 1);
   const step = buildAutoencoderStep(configs, source('vae', weights), latentPenalty, batch, crop);
   const session = await Session.create(exportOnnx(step.graph));
   const params = new Map(step.params.map((p) => [p.name, weights.get(p.name.slice('vae.'.length))!]));
   const opt = new AdamW(params, { lr, weightDecay: 0 });
   const rng = new SeededRandom(recipe.seed + 2);
-  const imgs = imagesOf();
+  // Whole scenes drawn at the small training size, not crops of the 128px images: group
+  // norm and the mid-block attention see whole images at generation time, and crops (mostly
+  // background) gave them other statistics.
+  const small = scenes.map((s) => toChw(renderScene(s, crop, crop), crop));
   const t0 = performance.now();
   let avg = 0;
   for (let i = 0; i < steps; i++) {
     const x = new Float32Array(batch * 3 * crop * crop);
-    for (let b = 0; b < batch; b++) {
-      const img = imgs[rng.int(0, imgs.length)]!;
-      const ox = rng.int(0, (size - crop) / 8 + 1) * 8;
-      const oy = rng.int(0, (size - crop) / 8 + 1) * 8;
-      for (let c = 0; c < 3; c++) for (let y = 0; y < crop; y++) {
-        const from = c * size * size + (oy + y) * size + ox;
-        x.set(img.subarray(from, from + crop), ((b * 3 + c) * crop + y) * crop);
-      }
-    }
+    for (let b = 0; b < batch; b++) x.set(small[rng.int(0, small.length)]!, b * 3 * crop * crop);
     const feeds: Record<string, ort.Tensor> = { image: new ort.Tensor('float32', x, [batch, 3, crop, crop]) };
     for (const p of step.params) feeds[p.name] = new ort.Tensor('float32', params.get(p.name)!, p.shape);
     const out = await session.ort.run(feeds);
