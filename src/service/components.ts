@@ -92,7 +92,8 @@ export const createDefaultComponents: ComponentsFactory = async (ctx) => {
     ...(process.env.REDLINE_TOKENIZER ? { tokenizerDir: process.env.REDLINE_TOKENIZER } : {}),
   });
   let embedder: TextEmbedder | undefined;
-  if (policy.semantic.enabled) {
+  // Prompts are screened where requests arrive; a `redline worker` never screens.
+  if (policy.semantic.enabled && ctx.role === 'server') {
     const current = await backend.currentModel();
     const model = (await backend.listModels()).find((m) => m.title === current);
     if (model) embedder = (await checkpointTextEmbedder(model.filename, process.env.REDLINE_TOKENIZER)).embed;
