@@ -220,7 +220,7 @@ async function runtimeBench(): Promise<void> {
     const [one, tBuild1] = await open(buildUnet(cfg, unet, { moduleHook: hook1 }), 'one');
     line('1-adapter UNet session, first use only', tBuild1);
     const step1 = await stepTimes(new AdaptedSession(one, planFeeds(plan1)));
-    line('step with 1 adapter', step1, ` (+${pct(step1, baseStep)} wall vs base)`);
+    line('step with 1 adapter', step1, ` (${pct(step1, baseStep)} vs base)`);
     const [s2, tStrength] = await time(() => new AdaptedSession(one, planFeeds(planComponent('unet', [{ feeds: firstFeeds, strength: 0.35 }]))));
     line('change its strength (0.8 -> 0.35)', tStrength, ', no session build');
     await s2.run(feeds, ['out_sample']);
@@ -239,7 +239,7 @@ async function runtimeBench(): Promise<void> {
     const [s3x, tBuild3] = await open(buildUnet(cfg, unet, { moduleHook: runtimeModuleHook('unet', slotModules(plan3)) }), 'three');
     line('3-adapter UNet session, first use only', tBuild3);
     const step3 = await stepTimes(new AdaptedSession(s3x, planFeeds(plan3)));
-    line('step with 3 adapters', step3, ` (+${pct(step3, baseStep)} wall vs base)`);
+    line('step with 3 adapters', step3, ` (${pct(step3, baseStep)} vs base)`);
     await s3x.release();
     file.close();
     console.log(`peak RSS: ${mb(process.resourceUsage().maxRSS * 1024)}`);
