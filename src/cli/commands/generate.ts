@@ -3,6 +3,7 @@ import { dirname, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { RedlineError } from '../../errors.ts';
 import { fileHashes, modelShortHash } from '../../models/checkpoint/hash.ts';
+import { openCheckpoint } from '../../models/checkpoint/load.ts';
 import { Generator, resolveRequest } from '../../pipeline/generate.ts';
 import { decodeImage, encodePng } from '../../pipeline/image.ts';
 import { generationInfotext } from '../../pipeline/infotext.ts';
@@ -25,7 +26,7 @@ const HELP = `Usage: redline generate --prompt TEXT [options]
   --cfg X               classifier-free guidance scale (default 7)
   --seed N              seed, -1 for random (default -1); image i of a batch uses seed+i
   --rng cpu|gpu         A1111 seed mode: torch CPU or CUDA generator (default gpu)
-  --width W --height H  multiples of 8 (default 512x512)
+  --width W --height H  multiples of 8 (default: the model's native size, 512 for SD 1.5)
   --batch N             images per batch (default 1)
   --batch-count N       batches run one after another (default 1)
   --clip-skip N         A1111 clip skip (default 1)
@@ -79,12 +80,15 @@ export async function run(argv: string[]): Promise<number> {
   if (!PROVIDERS.includes(values.device as Provider)) {
     throw new RedlineError('bad_option', `Unknown device "${values.device}".`, `Use one of ${PROVIDERS.join(', ')}.`);
   }
-  const width = num(values.width, 'width');
-  const height = num(values.height, 'height');
+  // Default size: the model's own (unet sample_size x 8: 512 for SD 1.5, 128 for the
+  // embedded model), read from its config before anything heavy loads.
+  const native = nativeSize(modelPath);
+  const width = num(values.width, 'width') ?? native;
+  const height = num(values.height, 'height') ?? native;
   let initImage;
   if (values['init-image']) {
-    const w = width ?? 512;
-    const h = height ?? 512;
+    const w = width;
+    const h = height;
     initImage = await decodeImage(resolve(values['init-image']), { width: w, height: h });
   }
   // Validate everything before the (slow) model load.
@@ -176,6 +180,16 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   } finally {
     await model.release();
+  }
+}
+
+function nativeSize(modelPath: string): number {
+  const ckpt = openCheckpoint(modelPath);
+  try {
+    const sample = Number(ckpt.configs.unet.sample_size);
+    return Number.isInteger(sample) && sample > 0 ? sample * 8 : 512;
+  } finally {
+    ckpt.close();
   }
 }
 
