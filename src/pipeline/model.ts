@@ -1,11 +1,9 @@
 // A loaded SD 1.5-family model: checkpoint, tokenizer and one ONNX Runtime session per
 // component (text encoder, UNet, VAE decoder; the VAE encoder on first img2img).
-import { mkdirSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir } from 'node:os';
 import { basename, extname, join } from 'node:path';
-import { createHash } from 'node:crypto';
 import type { Graph } from '../graph/graph.ts';
-import { exportOnnx, writeOnnx } from '../graph/onnx.ts';
+import { compileGraph } from '../runtime/compile.ts';
 import type { SD15Configs } from '../models/checkpoint/configs.ts';
 import { type Checkpoint, openCheckpoint, type OpenCheckpointOptions } from '../models/checkpoint/load.ts';
 import { isOnnxFolder, type OnnxFolder, readOnnxFolder } from '../models/export.ts';
@@ -32,7 +30,7 @@ export interface LoadModelOptions {
   provider?: Provider;
   allowFallback?: boolean;
   threads?: number;
-  /** Where exported ONNX graphs of large models go (default: the OS temp folder). */
+  /** Compile cache for exported, ORT-optimised graphs (default defaultOnnxCacheDir()). */
   onnxDir?: string;
   onProgress?: (what: string) => void;
   /** How adapters are applied (default 'runtime'; see StableDiffusionModel.setAdapters). */
@@ -46,10 +44,6 @@ export type AdapterMode = 'runtime' | 'fused';
 
 /** Text-encoder adapter states whose prompt encodings are kept. */
 const PROMPT_ENCODER_STATES = 4;
-
-/** Above this many parameters a graph is written to disk with external data (ORT maps the
- * file) instead of being serialised in memory: protobuf messages are limited to 2 GB. */
-const IN_MEMORY_PARAMETER_LIMIT = 50_000_000;
 
 export class StableDiffusionModel {
   private vaeEncoderSession: Promise<Session> | null = null;
@@ -138,7 +132,7 @@ export class StableDiffusionModel {
         allowFallback: opts.allowFallback ?? false,
         ...(opts.threads ? { threads: opts.threads } : {}),
       };
-      const onnxDir = opts.onnxDir ?? join(tmpdir(), 'redline-onnx', cacheKey(path));
+      const onnxDir = opts.onnxDir ?? defaultOnnxCacheDir();
       const { configs, components } = checkpoint;
       progress('text encoder');
       const teCfg = configs.text_encoder;
@@ -272,7 +266,7 @@ export class StableDiffusionModel {
     if (missing.length) {
       throw new RedlineError('adapter_unmatched', `${missing.length} adapter modules are not in the ${plan.component === 'unet' ? 'UNet' : 'text encoder'} graph (first: ${missing[0]}).`, 'The adapter was matched against another model; reload it for this one.');
     }
-    return createSession(graph, this.sessionOptions, this.onnxDir, `${graph.name}-lora-${shortHash(plan.key)}`);
+    return createSession(graph, this.sessionOptions, this.onnxDir);
   }
 
   /** The fused path: adapters baked into copies of the affected weights, both sessions rebuilt. */
@@ -294,8 +288,8 @@ export class StableDiffusionModel {
     }
     const { configs, components: base } = this.weights('a LoRA adapter');
     const sources = fusedSources(base, await fuseAdaptersFast(base, active));
-    const te = await createSession(buildTextEncoder(configs.text_encoder, sources.text_encoder, { maxClipSkip: this.maxClipSkip }), this.sessionOptions, this.onnxDir, 'text_encoder-fused');
-    const unet = await createSession(buildUnet(configs.unet, sources.unet), this.sessionOptions, this.onnxDir, 'unet-fused');
+    const te = await createSession(buildTextEncoder(configs.text_encoder, sources.text_encoder, { maxClipSkip: this.maxClipSkip }), this.sessionOptions, this.onnxDir);
+    const unet = await createSession(buildUnet(configs.unet, sources.unet), this.sessionOptions, this.onnxDir);
     await this.dropFused();
     this.fused = { signature, te, unet };
     this.textEncoderSession = te;
@@ -337,20 +331,18 @@ export class StableDiffusionModel {
   }
 }
 
-function cacheKey(path: string): string {
-  const st = statSync(path);
-  return createHash('sha256').update(`${path}\0${st.size}\0${st.mtimeMs}`).digest('hex').slice(0, 16);
+/** $REDLINE_CACHE_DIR/onnx, else ~/.cache/redline/onnx. */
+export function defaultOnnxCacheDir(): string {
+  return join(process.env.REDLINE_CACHE_DIR ?? join(homedir(), '.cache', 'redline'), 'onnx');
 }
 
-function shortHash(s: string): string {
-  return createHash('sha256').update(s).digest('hex').slice(0, 12);
-}
 
-async function createSession(graph: Graph, opts: SessionOptions, onnxDir: string, folder = graph.name): Promise<Session> {
-  if (graph.parameterCount() <= IN_MEMORY_PARAMETER_LIMIT) return Session.create(exportOnnx(graph), opts);
-  const dir = join(onnxDir, folder);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const { modelPath } = writeOnnx(graph, dir);
-  return Session.create(modelPath, opts);
+/**
+ * Sessions go through the runtime's compile cache: large graphs whose weights come from
+ * checkpoint files are exported once and kept as ORT optimised them, so the next load of
+ * the same checkpoint maps its weights in about a second instead of a minute of ORT's
+ * constant folding. Graphs with computed weights (fused adapters) are not cached.
+ */
+async function createSession(graph: Graph, opts: SessionOptions, cacheDir: string): Promise<Session> {
+  return compileGraph(graph, { ...opts, cacheDir });
 }
