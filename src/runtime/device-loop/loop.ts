@@ -85,7 +85,8 @@ export async function createStepSession(model: Uint8Array, provider: Provider): 
 
 /** Reads a tensor back to the CPU: free for CPU tensors, else one copy. */
 export class HostReader {
-  private copyOut: ort.InferenceSession | null = null;
+  /** One Identity session per tensor rank (GPU tensors cannot be reshaped). */
+  private readonly copyOut = new Map<number, ort.InferenceSession>();
   copies = 0;
   constructor(private readonly provider: Provider) {}
 
@@ -94,19 +95,21 @@ export class HostReader {
     this.copies++;
     // Node's binding cannot map a GPU buffer for reading; an Identity run whose output
     // location is the CPU makes ORT do the device-to-host copy.
-    if (!this.copyOut) {
+    const rank = t.dims.length;
+    let session = this.copyOut.get(rank);
+    if (!session) {
       const g = new Graph('copy_out');
-      g.output('y', op.identity(g.input('x', 'f32', ['n'])));
-      this.copyOut = await ort.InferenceSession.create(exportOnnx(g), { executionProviders: [this.provider], preferredOutputLocation: 'cpu' });
+      g.output('y', op.identity(g.input('x', 'f32', t.dims.map((_, i) => `d${i}`))));
+      session = await ort.InferenceSession.create(exportOnnx(g), { executionProviders: [this.provider], preferredOutputLocation: 'cpu' });
+      this.copyOut.set(rank, session);
     }
-    const flat = t.dims.reduce((a, b) => a * b, 1);
-    const view = t.dims.length === 1 ? t : (t as ort.Tensor & { reshape(d: readonly number[]): ort.Tensor }).reshape([flat]);
-    const out = await this.copyOut.run({ x: view });
+    const out = await session.run({ x: t });
     return out.y!.data as Float32Array;
   }
 
   async release(): Promise<void> {
-    await this.copyOut?.release();
+    for (const s of this.copyOut.values()) await s.release();
+    this.copyOut.clear();
   }
 }
 
