@@ -12,7 +12,6 @@ import protobuf from 'protobufjs';
 import type { AnyTypedArray, DType } from '../tensor/dtype.ts';
 import { BYTES_PER_ELEMENT } from '../tensor/dtype.ts';
 import { f32ToF16Bits } from '../tensor/half.ts';
-import { isSymbolic } from './dims.ts';
 import { GraphBuildError, type AttrValue, type Graph, type Value } from './graph.ts';
 import { onnxDataType } from './ops.ts';
 

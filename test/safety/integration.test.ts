@@ -27,6 +27,7 @@ const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0
 const PROMPT = 'a red circle on a blue background';
 
 function writeTestPolicy(dir: string): string {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a deep-cloned policy document, edited by path
   const doc = JSON.parse(JSON.stringify(defaultPolicy())) as Record<string, any>;
   delete doc.source;
   doc.semantic.thresholds.graphic_injury = -1;

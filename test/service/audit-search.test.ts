@@ -101,6 +101,7 @@ describe('GET /api/v1/admin/audit over a real server', () => {
 
   const search = async (query: string, key = keys.admin!) => {
     const res = await fetch(`${base}/api/v1/admin/audit?${query}`, { headers: bearer(key) });
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- audit rows are checked field by field below
     return { status: res.status, body: (await res.json()) as { entries: Record<string, any>[]; next_before: number | null } };
   };
 

@@ -47,7 +47,7 @@ describe('safetensors', () => {
     expect(Array.from(file.getFloat32('a'))).toEqual(Array.from(Float32Array.from([1, -2.5, 3, 4e-8])));
     expect(Array.from(file.get('b').data as BigInt64Array)).toEqual([1n, -2n, 1n << 40n]);
     expect(file.info('c')).toMatchObject({ dtype: 'f16', shape: [3] });
-    expect(Array.from(file.get('e').data)).toEqual([7, 255]);
+    expect(Array.from(file.get('e').data as Uint8Array)).toEqual([7, 255]);
     // header is 8-byte aligned so tensor data can be mapped without copies
     expect(file.dataStart % 8).toBe(0);
     file.close();
