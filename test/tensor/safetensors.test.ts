@@ -56,11 +56,11 @@ describe('safetensors', () => {
   it('converts f16 and bf16 exactly as torch rounds (reference bit patterns)', () => {
     // Bit patterns from the IEEE 754 binary16 / bfloat16 definitions.
     const f16 = Tensor.f32([1, -2, 0.333251953125, 65504, 1e-8, 5.960464477539063e-8, Infinity]).to('f16');
-    expect(Array.from(f16.data)).toEqual([0x3c00, 0xc000, 0x3555, 0x7bff, 0x0000, 0x0001, 0x7c00]);
+    expect(Array.from(f16.data as Uint16Array)).toEqual([0x3c00, 0xc000, 0x3555, 0x7bff, 0x0000, 0x0001, 0x7c00]);
     expect(Array.from(f16.toFloat32())).toEqual([1, -2, 0.333251953125, 65504, 0, 5.960464477539063e-8, Infinity]);
     const bf = Tensor.f32([1, -2, 3.140625, 1.00390625]).to('bf16');
     // 1.00390625 = 1 + 2^-8 lies exactly between two bf16 values: ties to even -> 1.0
-    expect(Array.from(bf.data)).toEqual([0x3f80, 0xc000, 0x4049, 0x3f80]);
+    expect(Array.from(bf.data as Uint16Array)).toEqual([0x3f80, 0xc000, 0x4049, 0x3f80]);
   });
 
   it('reads the golden model files lazily', () => {
