@@ -8,25 +8,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RedlineError } from '../errors.ts';
-import { BOS_ID, EOS_ID, normalizeText } from './tokenizer.ts';
+import { BOS_ID, byteToUnicode, CLIP_SPLIT, END_OF_WORD, EOS_ID, normalizeText, SPECIAL_TOKENS } from './tokenizer.ts';
 
-const END_OF_WORD = '</w>';
-const WS = '\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
-// Same split as the tokenizer (CLIP's pattern); kept in step with tokenizer.ts.
-const CLIP_SPLIT = new RegExp(`'s|'t|'re|'ve|'m|'ll|'d|\\p{L}+|\\p{N}|[^${WS}\\p{L}\\p{N}]+`, 'gu');
-const SPECIAL_TOKENS = /<\|startoftext\|>|<\|endoftext\|>/g;
-
-function byteChars(): string[] {
-  const printable: number[] = [];
-  for (let b = 0x21; b <= 0x7e; b++) printable.push(b);
-  for (let b = 0xa1; b <= 0xac; b++) printable.push(b);
-  for (let b = 0xae; b <= 0xff; b++) printable.push(b);
-  const table = new Array<string>(256);
-  let extra = 0;
-  for (let b = 0; b < 256; b++) table[b] = printable.includes(b) ? String.fromCharCode(b) : String.fromCharCode(256 + extra++);
-  return table;
-}
-const BYTE_CHARS = byteChars();
+// Byte map and word split are the tokenizer's own, so every merge learned here applies at encode time.
+const BYTE_CHARS = byteToUnicode();
 /** CLIP's base vocabulary order: the printable bytes first, then the remapped ones. */
 const BASE_SYMBOLS = [...BYTE_CHARS].sort((a, b) => a.charCodeAt(0) - b.charCodeAt(0));
 const utf8 = new TextEncoder();

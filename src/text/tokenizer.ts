@@ -14,22 +14,23 @@ export const CONTEXT_LENGTH = 77;
 
 const BOS_TOKEN = '<|startoftext|>';
 const EOS_TOKEN = '<|endoftext|>';
-const END_OF_WORD = '</w>';
+export const END_OF_WORD = '</w>';
 
 // Oniguruma's \s (used by the tokenizers crate) is Unicode White_Space; JavaScript's \s
 // differs (it has U+FEFF, lacks U+0085), so the set is spelled out.
 const WS = '\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
 const WHITESPACE_RUN = new RegExp(`[${WS}]+`, 'gu');
-const CLIP_SPLIT = new RegExp(`'s|'t|'re|'ve|'m|'ll|'d|\\p{L}+|\\p{N}|[^${WS}\\p{L}\\p{N}]+`, 'gu');
+/** CLIP's pre-tokenizer split (words, single digits, runs of other symbols). */
+export const CLIP_SPLIT = new RegExp(`'s|'t|'re|'ve|'m|'ll|'d|\\p{L}+|\\p{N}|[^${WS}\\p{L}\\p{N}]+`, 'gu');
 // Special tokens are split out of the raw text before normalization, each side tokenized on
 // its own (golden cases '<|startoftext|>a cat<|endoftext|>', 'a<|endoftext|>b'). Matching is
 // case-sensitive, as for transformers' special tokens (normalized=false); the golden set
 // has no upper-case spelling to confirm that.
-const SPECIAL_TOKENS = /<\|startoftext\|>|<\|endoftext\|>/g;
+export const SPECIAL_TOKENS = /<\|startoftext\|>|<\|endoftext\|>/g;
 const CAPITAL_SIGMA = '\u03a3';
 
 /** GPT-2's reversible byte -> printable character map. */
-function byteToUnicode(): string[] {
+export function byteToUnicode(): string[] {
   const printable: number[] = [];
   for (let b = 0x21; b <= 0x7e; b++) printable.push(b);
   for (let b = 0xa1; b <= 0xac; b++) printable.push(b);

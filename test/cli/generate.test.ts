@@ -1,7 +1,7 @@
 // `redline generate` end to end, as a user runs it: a child process on the golden model,
 // checked against diffusers' image for the same seed, prompt and sampler.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -83,4 +83,19 @@ describe('redline generate', () => {
       expect(msg).not.toMatch(/\n\s+at /);
     }
   });
+
+  it('screens the prompt with the policy before loading anything, and writes nothing when refused', async () => {
+    const out = join(dataDir, 'refused.png');
+    let stderr = '';
+    let code = 0;
+    try {
+      await run(process.execPath, [cli, 'generate', '--model', goldenPath('models', 'diffusers'), '--prompt', 'a child covered in blood and gore', '--out', out], { env });
+    } catch (err) {
+      ({ stderr, code } = err as { stderr: string; code: number });
+    }
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/can't be generated|cannot be generated/);
+    expect(existsSync(out)).toBe(false);
+  });
 });
+

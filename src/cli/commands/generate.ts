@@ -10,7 +10,11 @@ import { generationInfotext } from '../../pipeline/infotext.ts';
 import { StableDiffusionModel } from '../../pipeline/model.ts';
 import { PROVIDERS, type Provider } from '../../runtime/session.ts';
 import { checkRngSource, SAMPLER_NAMES } from '../../sampling/index.ts';
-import { applyProvenance, loadSigningIdentity } from '../../safety/provenance/index.ts';
+import { applyProvenance, defaultDataDir, loadSigningIdentity } from '../../safety/provenance/index.ts';
+import { loadPolicy } from '../../safety/policy/policy.ts';
+import { Screener } from '../../safety/screen/screener.ts';
+import { ImageSafetyChecks, outputCheckOptionsFromPolicy, checkOutputImage } from '../../safety/output/index.ts';
+import { LikenessStore } from '../../safety/likeness/store.ts';
 import { ProgressBar } from '../progress.ts';
 
 export const summary = 'generate images (txt2img, or img2img with --init-image)';
@@ -107,6 +111,19 @@ export async function run(argv: string[]): Promise<number> {
     ...opt('clipSkip', num(values['clip-skip'], 'clip-skip')),
     ...(initImage ? { initImage, strength: num(values.strength, 'strength') ?? 0.75 } : {}),
   });
+  // The CLI is an interface like the API: the same policy screens the prompts before
+  // sampling and the same checks judge every image before it is written. The local
+  // operator screens as the policy's 'creator' role (REDLINE_POLICY selects the policy).
+  const policy = loadPolicy(process.env.REDLINE_POLICY);
+  const screening = new Screener(policy).screen({
+    prompt: values.prompt,
+    negativePrompt: values.negative,
+    loras: request.loraTags.map((t) => t.name),
+  }, CLI_ROLE);
+  if (screening.verdict === 'refuse') {
+    throw new RedlineError('refused', screening.reason ?? 'This request cannot be generated under the policy in force.');
+  }
+  if (screening.verdict === 'clamp' && !values.json) console.error(`redline: ${screening.reason}`);
   if (request.loraTags.length > 0) {
     throw new RedlineError('lora_unavailable', `The prompt names LoRA adapters (${request.loraTags.map((t) => t.name).join(', ')}), which redline generate does not apply yet.`,
       'Fuse them into the model with redline merge, or remove the tags.');
@@ -137,6 +154,10 @@ export async function run(argv: string[]): Promise<number> {
     bar.finish();
     const seconds = (Date.now() - genStart) / 1000;
     const identity = await loadSigningIdentity();
+    const checks = await ImageSafetyChecks.load({
+      options: outputCheckOptionsFromPolicy(policy.outputChecks),
+      likeness: LikenessStore.liveGallery(defaultDataDir()),
+    });
     const outPath = resolve(values.out);
     const single = extname(outPath).toLowerCase() === '.png';
     if (single && images.length > 1) {
@@ -144,7 +165,15 @@ export async function run(argv: string[]): Promise<number> {
     }
     mkdirSync(single ? dirname(outPath) : outPath, { recursive: true });
     const results = [];
+    let blocked = 0;
     for (const img of images) {
+      const judged = await checkOutputImage(checks, img.image, { intensity: screening.effectiveIntensity });
+      if (judged.verdict === 'block' || !judged.image) {
+        blocked++;
+        console.error(`redline: image ${img.index} (seed ${img.seed}) was blocked by the output checks (${judged.reasons.map((r) => r.message).join(', ')}); it was not written.`);
+        continue;
+      }
+      const shown = { ...img.image, data: judged.image.data };
       const infotext = generationInfotext({
         prompt: values.prompt,
         negativePrompt: values.negative,
@@ -160,7 +189,7 @@ export async function run(argv: string[]): Promise<number> {
         clipSkip: request.clipSkip,
         rng: request.rng,
       });
-      const png = await applyProvenance(await encodePng(img.image), {
+      const png = await applyProvenance(await encodePng(shown), {
         infotext,
         modelHash: hashes ? `sha256:${hashes.sha256}` : `folder:${model.name}`,
         adapterHashes: {},
@@ -177,7 +206,7 @@ export async function run(argv: string[]): Promise<number> {
     } else {
       console.error(`${images.length} image(s) in ${seconds.toFixed(1)} s (${(seconds / Math.max(1, done)).toFixed(2)} s/step, model load ${loadSeconds.toFixed(1)} s, ${model.provider})`);
     }
-    return 0;
+    return blocked > 0 ? 3 : 0;
   } finally {
     await model.release();
   }
@@ -192,6 +221,9 @@ function nativeSize(modelPath: string): number {
     ckpt.close();
   }
 }
+
+/** The policy role the local command line screens as. */
+const CLI_ROLE = 'creator';
 
 function opt<K extends string, V>(key: K, v: V | undefined): { [P in K]?: V } {
   return (v === undefined ? {} : { [key]: v }) as { [P in K]?: V };
