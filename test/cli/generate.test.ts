@@ -1,7 +1,7 @@
 // `redline generate` end to end, as a user runs it: a child process on the golden model,
 // checked against diffusers' image for the same seed, prompt and sampler.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -96,6 +96,34 @@ describe('redline generate', () => {
     expect(code).toBe(1);
     expect(stderr).toMatch(/can't be generated|cannot be generated/);
     expect(existsSync(out)).toBe(false);
+  });
+
+  it('applies <lora:name:w> tags from the LoRA folder, as diffusers fuses the same adapter', async () => {
+    const cases = goldenJson<Record<string, Case & { lora_scale: number }>>('pipelines', 'pipelines.json');
+    const [name, c] = Object.entries(cases).find(([n]) => n.includes('lora'))!;
+    const loraDir = join(dataDir, 'loras');
+    mkdirSync(loraDir, { recursive: true });
+    copyFileSync(goldenPath('lora', 'lora_kohya.safetensors'), join(loraDir, 'graded.safetensors'));
+    const latentsFile = SafetensorsFile.open(goldenPath('pipelines', String(c.call.latents)));
+    const seed = Number(/manual_seed\((\d+)\)/.exec(latentsFile.metadata.description ?? '')![1]);
+    latentsFile.close();
+    const out = join(dataDir, 'lora.png');
+    await run(process.execPath, [
+      cli, 'generate', '--model', goldenPath('models', 'diffusers'), '--lora-dir', loraDir,
+      '--prompt', `${String(c.call.prompt)} <lora:graded:${c.lora_scale}>`, '--negative', String(c.call.negative_prompt),
+      '--sampler', 'DDIM', '--steps', String(c.call.num_inference_steps), '--cfg', String(c.call.guidance_scale),
+      '--seed', String(seed), '--rng', 'cpu', '--width', String(c.call.width), '--height', String(c.call.height), '--out', out,
+    ], { env });
+    const png = readFileSync(out);
+    expect(readText(png, 'parameters')).toMatch(/Lora hashes: "graded: [0-9a-f]{12}"/);
+    const image = SafetensorsFile.open(goldenPath('pipelines', `${name}.safetensors`)).getFloat32('image');
+    const { data, info: meta } = await sharp(png).raw().toBuffer({ resolveWithObject: true });
+    const plane = meta.width * meta.height;
+    let worst = 0;
+    for (let ch = 0; ch < 3; ch++) {
+      for (let i = 0; i < plane; i++) worst = Math.max(worst, Math.abs(data[i * meta.channels + ch]! - image[ch * plane + i]! * 255));
+    }
+    expect(worst).toBeLessThanOrEqual(0.51);
   });
 });
 

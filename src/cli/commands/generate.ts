@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { RedlineError } from '../../errors.ts';
-import { fileHashes, modelShortHash } from '../../models/checkpoint/hash.ts';
+import { fileHashes, loraShortHash, modelShortHash } from '../../models/checkpoint/hash.ts';
 import { openCheckpoint } from '../../models/checkpoint/load.ts';
 import { Generator, resolveRequest } from '../../pipeline/generate.ts';
 import { decodeImage, encodePng } from '../../pipeline/image.ts';
@@ -34,6 +34,8 @@ const HELP = `Usage: redline generate --prompt TEXT [options]
   --batch N             images per batch (default 1)
   --batch-count N       batches run one after another (default 1)
   --clip-skip N         A1111 clip skip (default 1)
+  --lora-dir DIR        folder of LoRA files named by <lora:name:...> tags
+                        (default $REDLINE_LORAS_DIR or models/Lora)
   --init-image FILE     img2img: PNG/JPEG/WebP init image (resized to W x H)
   --strength S          img2img denoising strength in (0, 1] (default 0.75)
   --device NAME         ${PROVIDERS.join(', ')} (default cpu)
@@ -67,6 +69,7 @@ export async function run(argv: string[]): Promise<number> {
       'batch-count': { type: 'string' },
       'clip-skip': { type: 'string' },
       'init-image': { type: 'string' },
+      'lora-dir': { type: 'string' },
       strength: { type: 'string' },
       device: { type: 'string', default: 'cpu' },
       'allow-cpu-fallback': { type: 'boolean', default: false },
@@ -124,10 +127,16 @@ export async function run(argv: string[]): Promise<number> {
     throw new RedlineError('refused', screening.reason ?? 'This request cannot be generated under the policy in force.');
   }
   if (screening.verdict === 'clamp' && !values.json) console.error(`redline: ${screening.reason}`);
-  if (request.loraTags.length > 0) {
-    throw new RedlineError('lora_unavailable', `The prompt names LoRA adapters (${request.loraTags.map((t) => t.name).join(', ')}), which redline generate does not apply yet.`,
-      'Fuse them into the model with redline merge, or remove the tags.');
-  }
+  // <lora:name:w> / <lora:name:te:unet> tags name files in the LoRA folder, as in A1111.
+  const loraDir = resolve(values['lora-dir'] ?? process.env.REDLINE_LORAS_DIR ?? 'models/Lora');
+  request.adapters = request.loraTags.map((t) => {
+    const file = ['.safetensors', ''].map((ext) => join(loraDir, `${t.name}${ext}`)).find((p) => existsSync(p) && statSync(p).isFile());
+    if (!file) {
+      throw new RedlineError('unknown_adapter', `The prompt names the adapter "${t.name}", but ${loraDir} has no ${t.name}.safetensors.`,
+        'Put the file there, or point --lora-dir (or REDLINE_LORAS_DIR) at the folder that holds it; redline loras DIR lists a folder.');
+    }
+    return { path: file, te: t.te, unet: t.unet };
+  });
 
   const loadStart = Date.now();
   const model = await StableDiffusionModel.load(modelPath, {
@@ -141,6 +150,7 @@ export async function run(argv: string[]): Promise<number> {
   const loadSeconds = (Date.now() - loadStart) / 1000;
   try {
     const hashes = statSync(modelPath).isFile() ? await fileHashes(modelPath) : null;
+    const loraHashes = await Promise.all(request.loraTags.map(async (t, i) => ({ name: t.name, hash: loraShortHash(await fileHashes(request.adapters[i]!.path)) })));
     const total = request.steps * request.batchCount;
     const bar = new ProgressBar('sampling', Math.max(1, request.strength ? Math.trunc(request.steps * request.strength) * request.batchCount : total), 'step');
     let done = 0;
@@ -188,6 +198,7 @@ export async function run(argv: string[]): Promise<number> {
         ...(request.strength !== undefined ? { denoisingStrength: request.strength } : {}),
         clipSkip: request.clipSkip,
         rng: request.rng,
+        ...(loraHashes.length ? { loras: loraHashes } : {}),
       });
       const png = await applyProvenance(await encodePng(shown), {
         infotext,
