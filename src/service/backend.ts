@@ -2,6 +2,7 @@
 // to these interfaces; the generation pipeline (src/pipeline) and the safety layers
 // (src/safety) provide the implementations, wired in one place: src/service/components.ts
 // (see src/service/README.md for how to plug them in).
+import type { Policy } from '../safety/policy/policy.ts';
 
 /** A LoRA (or other adapter) applied to one generation, as A1111's `<lora:name:weight>`. */
 export interface AdapterUse {
@@ -234,6 +235,8 @@ export interface ServiceComponents {
   audit: AuditSink | null;
   /** Role table from the policy; null = the service's built-in table (src/service/roles.ts). */
   roles: Record<string, RoleCaps> | null;
+  /** The policy in force, shown to admins by GET /api/v1/admin/policy; absent = not published. */
+  policy?: Policy | null;
 }
 
 /** A module passed to `--components` exports this. */

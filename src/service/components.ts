@@ -47,6 +47,7 @@ export async function safetyComponents(
     screener: serviceScreener(new Screener(policy, opts.embedder ? { embedder: opts.embedder } : {})),
     audit: auditSink(log),
     roles: rolesFromPolicy(policy),
+    policy,
     outputChecker: serviceOutputChecker(checks, { policy, log }),
     provenance: serviceProvenance(identity, Buffer.from(payloadHex, 'hex')),
   };

@@ -1,5 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { RedlineError } from '../../errors.ts';
+import { HARD_BLOCKED_CATEGORIES } from '../../safety/categories.ts';
+import type { Policy } from '../../safety/policy/policy.ts';
 import { sendError } from '../auth.ts';
 import type { AuditSearch } from '../backend.ts';
 import type { ServiceContext } from '../submit.ts';
@@ -19,6 +21,62 @@ const userSchema = {
   properties: { id: { type: 'integer' }, username: { type: 'string' }, role: { type: 'string' }, disabled: { type: 'boolean' }, created_at: { type: 'string' } },
 } as const;
 const errorSchema = { type: 'object', properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } } } } } as const;
+
+const sldSchema = { anyOf: [{ type: 'string' }, { type: 'object', additionalProperties: { type: 'number' } }] } as const;
+const policySchema = {
+  type: 'object',
+  properties: {
+    source: { type: 'string' },
+    version: { type: 'integer' },
+    roles: {
+      type: 'array',
+      items: { type: 'object', properties: { name: { type: 'string' }, max_intensity: { type: 'integer' }, sexual: { type: 'boolean' }, consent_workflow: { type: 'boolean' } } },
+    },
+    sexual: { type: 'object', properties: { enabled: { type: 'boolean' } } },
+    levels: {
+      type: 'array',
+      items: { type: 'object', properties: { level: { type: 'integer' }, adapter_strength: { type: 'number' }, cfg_scale_max: { type: ['number', 'null'] }, sld_when_clamped: sldSchema } },
+    },
+    hard_blocked: { type: 'array', items: { type: 'object', properties: { category: { type: 'string' }, fixed: { type: 'boolean' } } } },
+    protected_persons: { type: 'integer' },
+    output_checks: {
+      type: 'object',
+      properties: {
+        nsfw: { type: 'object', properties: { thresholds: { type: 'object', properties: { porn: { type: 'number' }, hentai: { type: 'number' }, sexy: { type: 'number' } } }, action: { type: 'string' } } },
+        min_face_age: { type: 'number' }, likeness_threshold: { type: 'number' }, min_face_score: { type: 'number' }, photo_threshold: { type: 'number' },
+      },
+    },
+    semantic: { type: 'object', properties: { enabled: { type: 'boolean' }, thresholds: { type: 'object', additionalProperties: { type: 'number' } } } },
+    audit: { type: 'object', properties: { prompt_storage: { type: 'string' } } },
+  },
+} as const;
+
+/**
+ * The policy as admins see it. Built field by field (never a spread of the policy) so a
+ * secret added to the policy later cannot leak: the audit salt lives in the environment
+ * and only the storage mode is shown; the protected persons list is counted, not listed.
+ */
+export function policyView(policy: Policy) {
+  const o = policy.outputChecks;
+  return {
+    source: policy.source,
+    version: policy.version,
+    roles: Object.entries(policy.roles).map(([name, r]) => ({ name, max_intensity: r.maxIntensity, sexual: r.sexual, consent_workflow: r.consentWorkflow })),
+    sexual: { enabled: policy.categories.sexual.enabled },
+    levels: policy.categories.graphic_injury.levels.map((l) => ({
+      level: l.level, adapter_strength: l.adapterStrength, cfg_scale_max: l.cfgScaleMax ?? null, sld_when_clamped: l.sldWhenClamped,
+    })),
+    // Hard-blocked categories are not policy settings: no file, role or request changes them.
+    hard_blocked: HARD_BLOCKED_CATEGORIES.map((category) => ({ category, fixed: true })),
+    protected_persons: policy.protectedPersons.length,
+    output_checks: {
+      nsfw: { thresholds: { ...o.nsfw.thresholds }, action: o.nsfw.action },
+      min_face_age: o.minFaceAge, likeness_threshold: o.likeness.cosineThreshold, min_face_score: o.minFaceScore, photo_threshold: o.photoThreshold,
+    },
+    semantic: { enabled: policy.semantic.enabled, thresholds: { ...policy.semantic.thresholds } },
+    audit: { prompt_storage: policy.audit.promptStorage },
+  };
+}
 
 export function registerAdminRoutes(app: FastifyInstance, ctx: ServiceContext): void {
   const { store, roles, components } = ctx;
@@ -78,6 +136,14 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: ServiceContext): 
       if (err instanceof RedlineError) return sendError(req, reply, err.code === 'unknown_key' ? 404 : 409, err.code, err.message);
       throw err;
     }
+  });
+
+  app.get('/api/v1/admin/policy', {
+    config: admin,
+    schema: { tags: ['admin'], summary: 'The content policy in force (no secrets)', response: { 200: policySchema, 501: errorSchema } },
+  }, async (req, reply) => {
+    if (!components.policy) return sendError(req, reply, 501, 'policy_unavailable', 'this server was started with components that do not publish their policy; see the policy file it was started with (REDLINE_POLICY) and docs/policy.md');
+    return policyView(components.policy);
   });
 
   app.get('/api/v1/admin/users', {
