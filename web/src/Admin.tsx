@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
-import { api, ApiError, errorText, type BlockRow, type KeyRow, type Me, type TopCaller, type UserRow } from './api.ts';
+import { api, ApiError, errorText, type BlockRow, type KeyRow, type Me, type PolicyView as PolicyData, type TopCaller, type UserRow } from './api.ts';
 
 export type AdminPage = 'admin-users' | 'admin-policy' | 'admin-audit' | 'admin-monitoring';
 
@@ -147,9 +147,10 @@ function UsersAndKeys() {
 function PolicyView({ me }: { me: Me }) {
   const policy = useLoad(async () => {
     try {
-      return { policy: await api.policy(), missing: false };
+      return { policy: await api.policy(), unavailable: null };
     } catch (err) {
-      if (err instanceof ApiError && err.status === 404) return { policy: null, missing: true };
+      // 501: components that do not publish their policy; 404: a server without the route.
+      if (err instanceof ApiError && (err.status === 501 || err.status === 404)) return { policy: null, unavailable: err.status === 501 ? err.message : 'This server does not publish its policy over the API (no GET /api/v1/admin/policy).' };
       throw err;
     }
   });
@@ -158,9 +159,68 @@ function PolicyView({ me }: { me: Me }) {
       <h2 id="policy-title">Policy</h2>
       <p>You: {me.caller}, role {me.role}, intensity cap {me.intensity_cap}. Caps come from the server-side role, never from a request.</p>
       {policy.error && <p className="error" role="alert">{policy.error}</p>}
-      {policy.data?.missing && <p className="warn" role="status">This server does not publish its policy over the API (no GET /api/v1/admin/policy). See docs/policy.md and the policy file it was started with.</p>}
-      {policy.data?.policy && <pre className="json" data-testid="policy">{JSON.stringify(policy.data.policy, null, 2)}</pre>}
+      {policy.data?.unavailable && <p className="warn" role="status">{policy.data.unavailable} See docs/policy.md and the policy file it was started with.</p>}
+      {policy.data?.policy && <PolicyTables policy={policy.data.policy} />}
     </section>
+  );
+}
+
+const sldText = (s: string | Record<string, number>) => (typeof s === 'string' ? s : Object.entries(s).map(([k, v]) => `${k}=${v}`).join(', '));
+
+function PolicyTables({ policy }: { policy: PolicyData }) {
+  const o = policy.output_checks;
+  return (
+    <div data-testid="policy">
+      <p>Source: <code>{policy.source}</code> (version {policy.version}). Adult sexual content: {policy.sexual.enabled ? 'enabled for roles that allow it' : 'off'}. Protected persons listed by the operator: {policy.protected_persons}.</p>
+      <h3 id="policy-roles">Roles</h3>
+      <table aria-labelledby="policy-roles">
+        <thead><tr><th scope="col">Role</th><th scope="col">Intensity cap</th><th scope="col">Sexual content</th><th scope="col">Consent workflow</th></tr></thead>
+        <tbody>
+          {policy.roles.map((r) => (
+            <tr key={r.name}><td>{r.name}</td><td>{r.max_intensity}</td><td>{r.sexual ? 'yes' : 'no'}</td><td>{r.consent_workflow ? 'on' : 'off'}</td></tr>
+          ))}
+        </tbody>
+      </table>
+      <h3 id="policy-levels">Graded levels (graphic injury)</h3>
+      <table aria-labelledby="policy-levels">
+        <thead><tr><th scope="col">Level</th><th scope="col">Adapter strength</th><th scope="col">CFG cap</th><th scope="col">SLD when clamped</th></tr></thead>
+        <tbody>
+          {policy.levels.map((l) => (
+            <tr key={l.level}><td>{l.level}</td><td>{l.adapter_strength}</td><td>{l.cfg_scale_max ?? '—'}</td><td>{sldText(l.sld_when_clamped)}</td></tr>
+          ))}
+        </tbody>
+      </table>
+      <h3 id="policy-blocked">Hard-blocked categories</h3>
+      <table aria-labelledby="policy-blocked">
+        <thead><tr><th scope="col">Category</th><th scope="col">Setting</th></tr></thead>
+        <tbody>
+          {policy.hard_blocked.map((c) => (
+            <tr key={c.category}><td>{c.category}</td><td>{c.fixed ? 'always refused (fixed, no policy changes it)' : 'configurable'}</td></tr>
+          ))}
+        </tbody>
+      </table>
+      <h3 id="policy-output">Output checks</h3>
+      <table aria-labelledby="policy-output">
+        <thead><tr><th scope="col">Check</th><th scope="col">Threshold</th></tr></thead>
+        <tbody>
+          <tr><td>nsfw porn / hentai / sexy</td><td>{o.nsfw.thresholds.porn} / {o.nsfw.thresholds.hentai} / {o.nsfw.thresholds.sexy} (action: {o.nsfw.action})</td></tr>
+          <tr><td>minimum apparent face age</td><td>{o.min_face_age}</td></tr>
+          <tr><td>protected likeness (cosine)</td><td>{o.likeness_threshold}</td></tr>
+          <tr><td>minimum face detection score</td><td>{o.min_face_score}</td></tr>
+          <tr><td>photograph threshold (init images)</td><td>{o.photo_threshold}</td></tr>
+        </tbody>
+      </table>
+      <h3 id="policy-semantic">Semantic screening {policy.semantic.enabled ? '(on)' : '(off)'}</h3>
+      <table aria-labelledby="policy-semantic">
+        <thead><tr><th scope="col">Category</th><th scope="col">Cosine threshold</th></tr></thead>
+        <tbody>
+          {Object.entries(policy.semantic.thresholds).map(([category, t]) => (
+            <tr key={category}><td>{category}</td><td>{t}</td></tr>
+          ))}
+        </tbody>
+      </table>
+      <p>Audit log prompts stored as: {policy.audit.prompt_storage === 'hash' ? 'salted hash (HMAC-SHA256)' : 'text'}.</p>
+    </div>
   );
 }
 

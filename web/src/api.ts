@@ -83,6 +83,22 @@ export interface JobRequest {
 export interface KeyRow { id: string; name: string; role: string; user_id: number | null; created_at: string; last_used_at: string | null; revoked_at: string | null }
 export interface UserRow { id: number; username: string; role: string; disabled: boolean; created_at: string }
 export interface BlockRow { id: number; at: string; caller: string; role: string; stage: string; categories: string[]; reason: string; job_id: string | null }
+/** GET /api/v1/admin/policy: the policy in force, without secrets. */
+export interface PolicyView {
+  source: string;
+  version: number;
+  roles: { name: string; max_intensity: number; sexual: boolean; consent_workflow: boolean }[];
+  sexual: { enabled: boolean };
+  levels: { level: number; adapter_strength: number; cfg_scale_max: number | null; sld_when_clamped: string | Record<string, number> }[];
+  hard_blocked: { category: string; fixed: boolean }[];
+  protected_persons: number;
+  output_checks: {
+    nsfw: { thresholds: { porn: number; hentai: number; sexy: number }; action: string };
+    min_face_age: number; likeness_threshold: number; min_face_score: number; photo_threshold: number;
+  };
+  semantic: { enabled: boolean; thresholds: Record<string, number> };
+  audit: { prompt_storage: string };
+}
 export interface TopCaller { caller: string; role: string; blocks: number; last_at: string }
 
 /** An error the server answered, with its message meant for people. */
@@ -159,7 +175,7 @@ export const api = {
     for (const [k, v] of Object.entries(q)) if (v) params.set(k, v);
     return request<{ entries: Record<string, unknown>[] }>('GET', `/api/v1/admin/audit?${params}`);
   },
-  policy: () => request<Record<string, unknown>>('GET', '/api/v1/admin/policy'),
+  policy: () => request<PolicyView>('GET', '/api/v1/admin/policy'),
   metrics: () => request<string>('GET', '/metrics'),
 };
 
