@@ -19,8 +19,9 @@ export function kohyaModuleName(peftKey: string): string {
   return `${m[1] === 'unet' ? 'lora_unet' : 'lora_te'}_${m[2]!.replace(/\./g, '_')}`;
 }
 
-/** The kohya tensors of a LoRA (f32; lora_down = PEFT A, lora_up = PEFT B, reshaped to the
- * target's rank for 1x1 convs as kohya stores them). */
+/** The kohya tensors of a LoRA (f32; lora_down = PEFT A, lora_up = PEFT B). Conv targets
+ * keep kohya's conv layout: lora_down [r, in, kh, kw] (1x1, or 3x3 for LoCon), lora_up
+ * [out, r, 1, 1]. */
 export function kohyaTensors(targets: readonly LoraTarget[], params: ReadonlyMap<string, Float32Array>): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   for (const t of targets) {

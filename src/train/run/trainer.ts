@@ -20,7 +20,7 @@ import { LatentCache } from '../data/latents.ts';
 import { RunRngs, TrainRng } from '../data/rng.ts';
 import { AdamW, type AdamWState } from '../optim/adamw.ts';
 import { lrAt, type Schedule, type ScheduleName } from '../optim/schedule.ts';
-import { addNoise, buildLoraStep, buildUnetFullStep, initLoraParams, type LoraTarget, loraTargets, minSnrWeights, offsetNoise, sd15AlphasCumprod, type StepGraph, TrainStepSession } from '../step/index.ts';
+import { addNoise, buildLoraStep, buildUnetFullStep, initLoraParams, type LoraTarget, loraTargets, minSnrWeights, offsetNoise, sd15AlphasCumprod, type StepGraph, TrainStepSession, type UnetTargetSet } from '../step/index.ts';
 import { CHECKPOINT_VERSION, loadCheckpoint, type RunCheckpoint, type RunPosition, saveCheckpoint } from './checkpoint.ts';
 import { kohyaTensors, saveKohyaLora } from './kohya.ts';
 import { LossLog, readLossLog, writeLossCurve } from './losslog.ts';
@@ -99,10 +99,8 @@ export interface TrainResult {
 
 const SCHEDULE_NAMES: Record<string, ScheduleName> = { constant: 'constant', constant_with_warmup: 'constant_with_warmup', linear: 'linear', cosine: 'cosine', cosine_with_restarts: 'cosine_with_restarts' };
 
-function unetTargetSet(cfg: TrainConfig): 'attention' | 'transformer' {
-  if (cfg.networkTarget === 'attention+ff+conv') {
-    throw new RedlineError('train_config', 'network_target "attention+ff+conv" (LoCon 3x3 convs) is not implemented by the training step yet.', 'Use "attention" or "attention+ff".');
-  }
+function unetTargetSet(cfg: TrainConfig): UnetTargetSet {
+  if (cfg.networkTarget === 'attention+ff+conv') return 'transformer+conv';
   return cfg.networkTarget === 'attention' ? 'attention' : 'transformer';
 }
 
@@ -413,7 +411,7 @@ export function kohyaMetadata(cfg: TrainConfig, items: ImageItem[], steps: numbe
     ss_network_module: 'networks.lora',
     ss_network_dim: String(cfg.networkDim),
     ss_network_alpha: String(cfg.networkAlpha),
-    ss_network_args: JSON.stringify({ redline_target: cfg.networkTarget }),
+    ss_network_args: JSON.stringify({ redline_target: cfg.networkTarget, ...(cfg.networkTarget === 'attention+ff+conv' ? { conv_dim: String(cfg.networkDim), conv_alpha: String(cfg.networkAlpha) } : {}) }),
     ss_mixed_precision: 'no',
     ss_full_fp16: 'False',
     ss_v2: 'False',

@@ -1,7 +1,7 @@
 // Training-step graphs: forward (text encoder -> UNet, or VAE decoder), the loss, and the
 // gradient of every trainable tensor, as one Graph (one ORT run per step).
 //
-// LoRA is applied PEFT-style to the targeted Linear / 1x1-conv weights as
+// LoRA is applied PEFT-style to the targeted Linear / conv weights (1x1, and 3x3 for LoCon) as
 // W_eff = W + (alpha/rank) · reshape(B @ A) (the merged form PEFT's forward equals), with A
 // and B graph inputs fed from the optimizer's arrays each step and the base frozen.
 

@@ -8,8 +8,11 @@ import type { LoraTarget, StepModel } from './graphs.ts';
 
 /** 'attention': to_q/to_k/to_v/to_out.0 (diffusers train_text_to_image_lora);
  * 'transformer': every Linear / 1x1 conv of the transformer blocks incl. proj_in/proj_out
- * and feed-forward (kohya's LoRA default). */
-export type UnetTargetSet = 'attention' | 'transformer';
+ * and feed-forward (kohya's LoRA default);
+ * 'transformer+conv': also the 3x3 convs of the resnets (conv1, conv2) and of the
+ * down/upsamplers (kohya LoCon: down is a conv with the target's kernel, stride and padding,
+ * [rank, in, kh, kw]; up a 1x1 conv [out, rank, 1, 1]). */
+export type UnetTargetSet = 'attention' | 'transformer' | 'transformer+conv';
 
 export interface TargetSelection {
   unet: UnetTargetSet | 'none';
@@ -19,23 +22,29 @@ export interface TargetSelection {
   alpha: number;
 }
 
-const UNET_SETS: Record<UnetTargetSet, RegExp> = {
+const UNET_SETS: Record<Exclude<UnetTargetSet, 'transformer+conv'>, RegExp> = {
   attention: /\.attn[12]\.(to_q|to_k|to_v|to_out\.0)\.weight$/,
   transformer: /\.attentions\.\d+\.(proj_in|proj_out|transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.0\.proj|ff\.net\.2))\.weight$/,
 };
+const UNET_CONV3X3 = /^(?:(?:down|up)_blocks\.\d+|mid_block)\.(?:resnets\.\d+\.conv[12]|(?:downsamplers|upsamplers)\.\d+\.conv)\.weight$/;
 const TE_SET = /^text_model\.encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))\.weight$/;
 
 export function loraTargets(model: StepModel, sel: TargetSelection): LoraTarget[] {
   if (!Number.isInteger(sel.rank) || sel.rank < 1) throw new RedlineError('train_config', `LoRA rank must be a positive integer, got ${sel.rank}.`);
   if (!(sel.alpha > 0)) throw new RedlineError('train_config', `LoRA alpha must be positive, got ${sel.alpha}.`);
   const out: LoraTarget[] = [];
-  const add = (component: LoraTarget['component'], weight: string, shape: number[]): void => {
-    if (shape.length === 4 && (shape[2] !== 1 || shape[3] !== 1)) return;
+  const add = (component: LoraTarget['component'], weight: string, shape: number[], conv3x3 = false): void => {
+    if (!conv3x3 && shape.length === 4 && (shape[2] !== 1 || shape[3] !== 1)) return;
     out.push({ key: `${component}.${weight.slice(0, -'.weight'.length)}`, component, weight, shape, rank: sel.rank, alpha: sel.alpha });
   };
   if (sel.unet !== 'none') {
-    const re = UNET_SETS[sel.unet];
-    for (const n of model.components.unet.names()) if (re.test(n)) add('unet', n, model.components.unet.shape(n));
+    const re = UNET_SETS[sel.unet === 'transformer+conv' ? 'transformer' : sel.unet];
+    const withConv = sel.unet === 'transformer+conv';
+    if (!re) throw new RedlineError('train_config', `Unknown UNet LoRA target set "${String(sel.unet)}".`, 'Use "attention", "transformer" or "transformer+conv".');
+    for (const n of model.components.unet.names()) {
+      if (re.test(n)) add('unet', n, model.components.unet.shape(n));
+      else if (withConv && UNET_CONV3X3.test(n)) add('unet', n, model.components.unet.shape(n), true);
+    }
   }
   if (sel.textEncoder) for (const n of model.components.text_encoder.names()) if (TE_SET.test(n)) add('text_encoder', n, model.components.text_encoder.shape(n));
   return out;
