@@ -138,6 +138,7 @@ async function measure(dir: string, o: { size: number; steps: number; threads?: 
   const model = await StableDiffusionModel.load(dir, { onnxDir: cacheDir, ...(o.threads ? { threads: o.threads } : {}) });
   const loadWall = (performance.now() - w0) / 1000;
   const loadCpu = cpu() - c0;
+  console.error(`loaded in ${loadWall.toFixed(1)} s`);
   const rssAfterLoad = peakRssBytes();
 
   const te: Phase = { calls: 0, wall: 0, cpu: 0 };
@@ -152,7 +153,12 @@ async function measure(dir: string, o: { size: number; steps: number; threads?: 
   const gc0 = cpu();
   const [image] = await new Generator(model).generate(
     { prompt: PROMPT, negativePrompt: NEGATIVE, sampler: 'Euler a', steps: o.steps, cfgScale: 7, seed: 1, rng: 'cpu', width: o.size, height: o.size },
-    { onStep: () => stepEnds.push(performance.now()) },
+    {
+      onStep: (e) => {
+        stepEnds.push(performance.now());
+        process.stderr.write(`step ${e.step}/${e.steps} at ${((performance.now() - g0) / 1000).toFixed(1)} s\n`);
+      },
+    },
   );
   const p0 = performance.now();
   const pc0 = cpu();
