@@ -149,6 +149,7 @@ async function measure(dir: string, o: { size: number; steps: number; threads?: 
   instrument(model.vaeDecoder, vae);
 
   const stepEnds: number[] = [];
+  const stepCpuEnds: number[] = [];
   const g0 = performance.now();
   const gc0 = cpu();
   const [image] = await new Generator(model).generate(
@@ -156,6 +157,7 @@ async function measure(dir: string, o: { size: number; steps: number; threads?: 
     {
       onStep: (e) => {
         stepEnds.push(performance.now());
+        stepCpuEnds.push(cpu());
         process.stderr.write(`step ${e.step}/${e.steps} at ${((performance.now() - g0) / 1000).toFixed(1)} s\n`);
       },
     },
@@ -171,6 +173,7 @@ async function measure(dir: string, o: { size: number; steps: number; threads?: 
   // Step i spans from the previous step's end (the first: from the end of text encoding).
   const stepStart = g0 + te.wall * 1000;
   const perStep = stepEnds.map((t, i) => (t - (i === 0 ? stepStart : stepEnds[i - 1]!)) / 1000);
+  const perStepCpu = stepCpuEnds.map((c, i) => c - (i === 0 ? gc0 + te.cpu : stepCpuEnds[i - 1]!));
   const samplingWall = (stepEnds.at(-1)! - stepStart) / 1000;
   const outsideWall = totalWall - unet.wall;
   const outsideCpu = totalCpu - unet.cpu;
@@ -195,6 +198,7 @@ async function measure(dir: string, o: { size: number; steps: number; threads?: 
         s_per_step_mean: r2(samplingWall / o.steps),
         s_per_step_median: r2(sortedSteps[Math.floor(sortedSteps.length / 2)]!),
         steps_s: perStep.map(r2),
+        steps_cpu_s: perStepCpu.map(r2),
         unet: { calls: unet.calls, wall_s: r2(unet.wall), cpu_s: r2(unet.cpu) },
         outside_unet: {
           wall_s: r2(outsideWall),
