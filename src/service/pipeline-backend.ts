@@ -81,7 +81,7 @@ export class PipelineBackend implements GenerationBackend {
     const first = opts.model ? b.findModel(opts.model) : b.models[0];
     if (!first) {
       throw new RedlineError('model_missing', 'No usable SD 1.5 checkpoint was found for the server.',
-        'Pass --model PATH, or put checkpoints in the models folder (REDLINE_MODELS_DIR).');
+        'Set REDLINE_MODEL to a checkpoint (a diffusers folder or an SD 1.5 .safetensors), or put checkpoints in REDLINE_MODELS_DIR (default <data-dir>/models).');
     }
     await b.load(first);
     return b;
