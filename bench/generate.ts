@@ -90,7 +90,12 @@ function copyTokenizer(dir: string): void {
     if (!existsSync(join(src, f))) throw new Error(`${join(src, f)} not found: set REDLINE_GOLDEN_DIR to the golden data folder.`);
   }
   mkdirSync(join(dir, 'tokenizer'), { recursive: true });
-  for (const f of ['vocab.json', 'merges.txt']) copyFileSync(join(src, f), join(dir, 'tokenizer', f));
+  // The golden files are read-only and copyFileSync keeps the mode: replace, not overwrite,
+  // so a --keep folder can be reused.
+  for (const f of ['vocab.json', 'merges.txt']) {
+    rmSync(join(dir, 'tokenizer', f), { force: true });
+    copyFileSync(join(src, f), join(dir, 'tokenizer', f));
+  }
 }
 
 /** CPU seconds (user + system, all threads) of this process: on a shared machine, wall
