@@ -13,6 +13,7 @@ import { type AdapterRequest, Generator } from '../pipeline/generate.ts';
 import { decodeImage, encodePng } from '../pipeline/image.ts';
 import { generationInfotext } from '../pipeline/infotext.ts';
 import { StableDiffusionModel } from '../pipeline/model.ts';
+import { embeddedModelPath } from '../pipeline/embedded.ts';
 import type { Provider } from '../runtime/session.ts';
 import { resolveSamplerName, SAMPLER_NAMES } from '../sampling/index.ts';
 import type { IntensityLevel } from '../safety/categories.ts';
@@ -78,7 +79,13 @@ export class PipelineBackend implements GenerationBackend {
   static async open(opts: PipelineBackendOptions): Promise<PipelineBackend> {
     const b = new PipelineBackend(opts);
     await b.rescan();
-    const first = opts.model ? b.findModel(opts.model) : b.models[0];
+    const embedded = embeddedModelPath();
+    if (!opts.model && b.models.length === 0 && embedded) {
+      // first run with no checkpoints configured: the embedded default model
+      b.opts.model = embedded;
+      await b.rescan();
+    }
+    const first = b.opts.model ? b.findModel(b.opts.model) : b.models[0];
     if (!first) {
       throw new RedlineError('model_missing', 'No usable SD 1.5 checkpoint was found for the server.',
         'Set REDLINE_MODEL to a checkpoint (a diffusers folder or an SD 1.5 .safetensors), or put checkpoints in REDLINE_MODELS_DIR (default <data-dir>/models).');

@@ -30,6 +30,7 @@ function writeTestPolicy(dir: string): string {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a deep-cloned policy document, edited by path
   const doc = JSON.parse(JSON.stringify(defaultPolicy())) as Record<string, any>;
   delete doc.source;
+  doc.semantic.enabled = true;
   doc.semantic.thresholds.graphic_injury = -1;
   doc.outputChecks.nsfw.thresholds.sexy = 0;
   const file = join(dir, 'test-policy.yaml');

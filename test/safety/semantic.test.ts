@@ -44,6 +44,7 @@ describe('semantic layer', () => {
 
   it('turns a semantic hit on a hard-blocked category into a refusal with a semantic evidence entry', async () => {
     const policy = defaultPolicy();
+    policy.semantic.enabled = true;
     policy.semantic.thresholds.self_harm_promotion = 0.99;
     const s = new Screener(policy, { embedder: stubEmbedder(), conceptPhrases: [{ category: 'self_harm_promotion', text: 'quiet melancholy garden poster' }] });
     expect(s.semanticEnabled).toBe(true);
@@ -57,12 +58,14 @@ describe('semantic layer', () => {
 
   it('raises the detected intensity from a graded concept phrase and clamps it to the role', async () => {
     const policy = defaultPolicy();
+    policy.semantic.enabled = true;
     const s = new Screener(policy, { embedder: stubEmbedder(), conceptPhrases: [{ category: 'graphic_injury', text: 'crimson ruin of a body', level: 3 }] });
     const r = await s.screenAsync({ prompt: 'crimson ruin of a body' }, 'creator');
     expect(r).toMatchObject({ verdict: 'clamp', intensity: 3, effectiveIntensity: 2 });
   });
 
-  it('is off when the policy disables it, and the default bank covers every category', async () => {
+  it('is off by default and when the policy disables it, and the default bank covers every category', async () => {
+    expect(defaultPolicy().semantic.enabled).toBe(false);
     const policy = defaultPolicy();
     policy.semantic.enabled = false;
     expect(new Screener(policy, { embedder: stubEmbedder() }).semanticEnabled).toBe(false);

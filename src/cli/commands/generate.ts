@@ -8,6 +8,7 @@ import { Generator, resolveRequest } from '../../pipeline/generate.ts';
 import { decodeImage, encodePng } from '../../pipeline/image.ts';
 import { generationInfotext } from '../../pipeline/infotext.ts';
 import { StableDiffusionModel } from '../../pipeline/model.ts';
+import { embeddedModelPath } from '../../pipeline/embedded.ts';
 import { PROVIDERS, type Provider } from '../../runtime/session.ts';
 import { checkRngSource, SAMPLER_NAMES } from '../../sampling/index.ts';
 import { applyProvenance, defaultDataDir, loadSigningIdentity } from '../../safety/provenance/index.ts';
@@ -240,10 +241,10 @@ function opt<K extends string, V>(key: K, v: V | undefined): { [P in K]?: V } {
   return (v === undefined ? {} : { [key]: v }) as { [P in K]?: V };
 }
 
-/** The embedded default model shipped in the repository, once it exists. */
+/** The embedded default model shipped in the repository. */
 function defaultModelPath(): string {
-  const embedded = resolve(dirname(new URL(import.meta.url).pathname), '..', '..', '..', 'models', 'redline-tiny');
-  if (existsSync(join(embedded, 'model_index.json'))) return embedded;
+  const embedded = embeddedModelPath();
+  if (embedded) return embedded;
   throw new RedlineError('model_missing', 'No model given and no embedded default model is installed.',
     'Pass --model PATH: an SD 1.5 diffusers folder or a single-file .safetensors checkpoint (with --tokenizer DIR).');
 }
