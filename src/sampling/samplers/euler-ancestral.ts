@@ -1,6 +1,6 @@
-import { BaseSampler, requireSetting, type NoiseSource, resolveRun, type SamplerOptions } from '../sampler.ts';
-import { discreteSigmaGrid, type SchedulerConfig } from '../schedule.ts';
-import { addNoiseSigma, scaleBySigma } from './euler.ts';
+import { type NoiseSource, type SamplerOptions } from '../sampler.ts';
+import type { SchedulerConfig } from '../schedule.ts';
+import { SigmaGridSampler } from './euler.ts';
 
 /**
  * diffusers EulerAncestralDiscreteScheduler (A1111 "Euler a"): an Euler step down to
@@ -8,24 +8,14 @@ import { addNoiseSigma, scaleBySigma } from './euler.ts';
  * (k-diffusion/A1111 skip the last step's draw, diffusers draws and multiplies by 0), so
  * the per-image noise stream advances exactly as in A1111.
  */
-export class EulerAncestralSampler extends BaseSampler {
+export class EulerAncestralSampler extends SigmaGridSampler {
   readonly name = 'Euler a';
   static readonly defaults: Partial<SchedulerConfig> = { timestep_spacing: 'linspace' };
-  declare sigmas: Float32Array;
   private noiseBuf: Float32Array | null = null;
 
   constructor(options: SamplerOptions) {
-    const run = resolveRun(EulerAncestralSampler.defaults, options, 'Euler a');
-    requireSetting(run.config, 'use_karras_sigmas', [false], 'Euler a');
-    const grid = discreteSigmaGrid(run.config, run.schedule, run.steps);
-    super(run, grid.timesteps);
-    this.sigmas = grid.sigmas;
-    this.initNoiseSigma = grid.initNoiseSigma;
+    super(EulerAncestralSampler.defaults, options, 'Euler a');
     this.stochastic = true;
-  }
-
-  override scaleModelInput(x: Float32Array, i: number, out?: Float32Array): Float32Array {
-    return scaleBySigma(x, this.sigmas[this.beginIndex + i]!, this.scaledBuffer(x.length, out));
   }
 
   step(eps: Float32Array, i: number, x: Float32Array, noise?: NoiseSource): Float32Array {
@@ -49,9 +39,5 @@ export class EulerAncestralSampler extends BaseSampler {
       x[k] = next;
     }
     return x;
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, out?: Float32Array): Float32Array {
-    return addNoiseSigma(this.sigmas[this.beginIndex]!, original, noise, out);
   }
 }

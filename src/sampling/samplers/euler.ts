@@ -1,15 +1,16 @@
 import { BaseSampler, requireSetting, resolveRun, type SamplerOptions } from '../sampler.ts';
 import { discreteSigmaGrid, inputScaleDivisor, type SchedulerConfig } from '../schedule.ts';
 
-/** diffusers EulerDiscreteScheduler (Karras et al. 2022 Algorithm 2, no churn). */
-export class EulerSampler extends BaseSampler {
-  readonly name = 'Euler';
-  static readonly defaults: Partial<SchedulerConfig> = { timestep_spacing: 'linspace' };
+/**
+ * The samplers on diffusers' discrete sigma grid (Euler, Euler a, LMS): the same grid,
+ * input scaling 1/sqrt(sigma^2+1) and add_noise; they differ only in their step.
+ */
+export abstract class SigmaGridSampler extends BaseSampler {
   declare sigmas: Float32Array;
 
-  constructor(options: SamplerOptions) {
-    const run = resolveRun(EulerSampler.defaults, options, 'Euler');
-    requireSetting(run.config, 'use_karras_sigmas', [false], 'Euler');
+  constructor(classDefaults: Partial<SchedulerConfig>, options: SamplerOptions, name: string) {
+    const run = resolveRun(classDefaults, options, name);
+    requireSetting(run.config, 'use_karras_sigmas', [false], name);
     const grid = discreteSigmaGrid(run.config, run.schedule, run.steps);
     super(run, grid.timesteps);
     this.sigmas = grid.sigmas;
@@ -18,6 +19,20 @@ export class EulerSampler extends BaseSampler {
 
   override scaleModelInput(x: Float32Array, i: number, out?: Float32Array): Float32Array {
     return scaleBySigma(x, this.sigmas[this.beginIndex + i]!, this.scaledBuffer(x.length, out));
+  }
+
+  addNoise(original: Float32Array, noise: Float32Array, out?: Float32Array): Float32Array {
+    return addNoiseSigma(this.sigmas[this.beginIndex]!, original, noise, out);
+  }
+}
+
+/** diffusers EulerDiscreteScheduler (Karras et al. 2022 Algorithm 2, no churn). */
+export class EulerSampler extends SigmaGridSampler {
+  readonly name = 'Euler';
+  static readonly defaults: Partial<SchedulerConfig> = { timestep_spacing: 'linspace' };
+
+  constructor(options: SamplerOptions) {
+    super(EulerSampler.defaults, options, 'Euler');
   }
 
   step(eps: Float32Array, i: number, x: Float32Array): Float32Array {
@@ -31,10 +46,6 @@ export class EulerSampler extends BaseSampler {
       x[k] = x[k]! + ((x[k]! - p) / sigma) * dt;
     }
     return x;
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, out?: Float32Array): Float32Array {
-    return addNoiseSigma(this.sigmas[this.beginIndex]!, original, noise, out);
   }
 }
 

@@ -1,6 +1,6 @@
-import { BaseSampler, requireSetting, resolveRun, type SamplerOptions } from '../sampler.ts';
-import { discreteSigmaGrid, type SchedulerConfig } from '../schedule.ts';
-import { addNoiseSigma, scaleBySigma } from './euler.ts';
+import type { SamplerOptions } from '../sampler.ts';
+import type { SchedulerConfig } from '../schedule.ts';
+import { SigmaGridSampler } from './euler.ts';
 
 const ORDER = 4;
 /** 4-point Gauss-Legendre nodes/weights on [-1, 1]: exact for the cubic LMS integrands. */
@@ -12,25 +12,15 @@ const GL_WEIGHTS = [0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 
  * coefficients = integrals of Lagrange basis polynomials in sigma (diffusers integrates
  * them numerically with scipy; they are polynomials, so Gauss-Legendre is exact).
  */
-export class LmsSampler extends BaseSampler {
+export class LmsSampler extends SigmaGridSampler {
   readonly name = 'LMS';
   static readonly defaults: Partial<SchedulerConfig> = { timestep_spacing: 'linspace' };
-  declare sigmas: Float32Array;
   private derivatives: Float32Array[] = [];
   private count = 0;
   private readonly coeffs = new Float64Array(ORDER);
 
   constructor(options: SamplerOptions) {
-    const run = resolveRun(LmsSampler.defaults, options, 'LMS');
-    requireSetting(run.config, 'use_karras_sigmas', [false], 'LMS');
-    const grid = discreteSigmaGrid(run.config, run.schedule, run.steps);
-    super(run, grid.timesteps);
-    this.sigmas = grid.sigmas;
-    this.initNoiseSigma = grid.initNoiseSigma;
-  }
-
-  override scaleModelInput(x: Float32Array, i: number, out?: Float32Array): Float32Array {
-    return scaleBySigma(x, this.sigmas[this.beginIndex + i]!, this.scaledBuffer(x.length, out));
+    super(LmsSampler.defaults, options, 'LMS');
   }
 
   step(eps: Float32Array, i: number, x: Float32Array): Float32Array {
@@ -77,9 +67,5 @@ export class LmsSampler extends BaseSampler {
       sum += GL_WEIGHTS[q]! * prod;
     }
     return sum * half;
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, out?: Float32Array): Float32Array {
-    return addNoiseSigma(this.sigmas[this.beginIndex]!, original, noise, out);
   }
 }
