@@ -24,9 +24,8 @@ import { Generator } from '../src/pipeline/generate.ts';
 import { encodePng } from '../src/pipeline/image.ts';
 import { StableDiffusionModel } from '../src/pipeline/model.ts';
 import type { Session } from '../src/runtime/session.ts';
-import { f32ToF16Bits } from '../src/tensor/half.ts';
 import { writeSafetensors } from '../src/tensor/safetensors.ts';
-import { Tensor } from '../src/tensor/tensor.ts';
+import { randomF16Weights } from './_random-weights.ts';
 
 const WEIGHT_FILES: Record<Component, string> = {
   unet: 'diffusion_pytorch_model.fp16.safetensors',
@@ -38,38 +37,12 @@ const COMPONENTS: Component[] = ['text_encoder', 'unet', 'vae'];
 const PROMPT = 'a gradient of soft colours over a grid of geometric shapes, studio lighting, detailed';
 const NEGATIVE = 'blurry, low contrast';
 
-function xorshift(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
 
 /** Random fp16 weights with torch-default-like scales (uniform ±1/sqrt(fan_in); norm
  * weights 1, biases small), so activations stay finite through every block (as bench/unet.ts). */
 function generateComponent(dir: string, component: Component, seed: number): void {
   const cfg = SD15_CONFIGS[component];
-  const rand = xorshift(seed);
-  const tensors = new Map<string, Tensor>();
-  for (const e of keyMapFor(component, cfg)) {
-    const n = e.shape.reduce((a, b) => a * b, 1);
-    const bits = new Uint16Array(n);
-    const isNorm = /norm/.test(e.diffusers) && e.shape.length === 1;
-    if (isNorm && e.diffusers.endsWith('.weight')) bits.fill(f32ToF16Bits(1));
-    else {
-      const fanIn = e.shape.length > 1 ? n / e.shape[0]! : 1;
-      const a = e.shape.length > 1 ? 1 / Math.sqrt(fanIn) : 0.02;
-      const table = new Uint16Array(4096);
-      for (let i = 0; i < table.length; i++) table[i] = f32ToF16Bits(((rand() / 2 ** 32) * 2 - 1) * a);
-      for (let i = 0; i < n; i++) bits[i] = table[rand() & 4095]!;
-    }
-    tensors.set(e.diffusers, new Tensor('f16', e.shape, bits));
-  }
+  const tensors = randomF16Weights(keyMapFor(component, cfg), seed);
   mkdirSync(join(dir, component), { recursive: true });
   writeSafetensors(join(dir, component, WEIGHT_FILES[component]), tensors);
   writeFileSync(join(dir, component, 'config.json'), JSON.stringify(cfg, null, 2));

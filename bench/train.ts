@@ -19,18 +19,8 @@ import { buildLoraStep, type CheckpointMode, type StepModel } from '../src/train
 import { initLoraParams, loraTargets } from '../src/train/step/lora.ts';
 import { addNoise } from '../src/train/step/noise.ts';
 import { TrainStepSession } from '../src/train/step/session.ts';
+import { xorshift } from './_random-weights.ts';
 
-function xorshift(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
 
 /** Random fp16 UNet weights generated on demand (uniform ±1/sqrt(fan_in), norms 1). */
 class RandomUnet implements WeightSource {
