@@ -1,7 +1,9 @@
 // txt2img and img2img: prompt -> text encoder -> sampler loop with classifier-free
 // guidance -> VAE decode, the way diffusers' StableDiffusion(Img2Img)Pipeline computes it,
 // with A1111's seeds (image i of a batch uses seed + i, its own noise stream) and prompt
-// syntax. A guidance hook lets the safety layer steer each step (Safe Latent Diffusion).
+// syntax, including prompt editing [a:b:when], alternation [a|b] and composable AND in
+// the prompt, and editing/alternation in the negative prompt (prompt-conditioning.ts).
+// A guidance hook lets the safety layer steer each step (Safe Latent Diffusion).
 import { RedlineError } from '../errors.ts';
 import { create as createSampler, ImageRng, resolveSamplerName, type RngSource, type Sampler, type SamplerName } from '../sampling/index.ts';
 import { Tensor } from '../tensor/tensor.ts';
@@ -9,6 +11,7 @@ import type { EncodedPrompt } from '../text/conditioning.ts';
 import { extractExtraNetworks, type LoraTag } from '../text/prompt-parser.ts';
 import { type RgbImage, rgbToVaeInput, unitToRgb, vaeOutputToUnit } from './image.ts';
 import type { StableDiffusionModel } from './model.ts';
+import { composeGuidance, effectiveCond, encodePromptConditioning, type StepConditioning, stepConditionings } from './prompt-conditioning.ts';
 
 export interface GenerationRequest {
   prompt: string;
@@ -80,6 +83,8 @@ export interface GuidanceHook {
   conceptPrompt?: string;
   combine(args: {
     uncond: Float32Array;
+    /** The prompt's prediction; for an AND prompt, uncond + sum_k w_k * (cond_k - uncond),
+     * the prediction that plain CFG turns into A1111's composable combination. */
     cond: Float32Array;
     /** Prediction for conceptPrompt, when one is set. */
     concept: Float32Array | null;
@@ -181,9 +186,11 @@ export class Generator {
     const r = 'loraTags' in req ? req : resolveRequest(req);
     const { model } = this;
     await model.setAdapters(r.adapters.map((a) => ({ adapter: model.loadAdapter(a.path), te: a.te, unet: a.unet })));
-    const cond = await model.prompts.encode(r.prompt, r.clipSkip);
-    const uncond = await model.prompts.encode(r.negativePrompt, r.clipSkip);
-    const concept = hooks.guidance?.conceptPrompt !== undefined ? await model.prompts.encode(hooks.guidance.conceptPrompt, r.clipSkip) : null;
+    const conditioning = await encodePromptConditioning(model.prompts, r.prompt, r.negativePrompt, r.steps, r.clipSkip);
+    const concept = hooks.guidance?.conceptPrompt !== undefined ? (await model.prompts.encodeSchedule([hooks.guidance.conceptPrompt], r.clipSkip))[0]! : null;
+    const sampler = this.createSampler(r);
+    // Every batch runs the same denoiser calls; A1111 counts them from 0 in each run.
+    const perStep = stepConditionings(conditioning, sampler.timesteps.length, model.prompts.width);
     let initLatentsMean: Float32Array | null = null;
     let initLatentsLogvar: Float32Array | null = null;
     if (r.strength !== undefined) {
@@ -193,7 +200,7 @@ export class Generator {
     for (let b = 0; b < r.batchCount; b++) {
       throwIfAborted(hooks.signal);
       const seeds = Array.from({ length: r.batchSize }, (_, i) => r.seed + b * r.batchSize + i);
-      const latents = await this.sample(r, b, seeds, [uncond, cond, ...(concept ? [concept] : [])], initLatentsMean, initLatentsLogvar, hooks);
+      const latents = await this.sample(r, b, seeds, perStep, concept, initLatentsMean, initLatentsLogvar, hooks);
       const decoded = await this.decode(latents, r);
       const plane = 4 * (r.height / 8) * (r.width / 8);
       seeds.forEach((seed, i) => {
@@ -222,13 +229,23 @@ export class Generator {
     return [out.mean!.toFloat32(), out.logvar!.toFloat32()];
   }
 
+  private createSampler(r: ResolvedRequest): Sampler {
+    return createSampler(r.sampler, {
+      steps: r.steps,
+      ...(r.strength !== undefined ? { strength: r.strength } : {}),
+      ...(r.sampler === 'DDIM' ? { eta: r.eta } : {}),
+    });
+  }
+
   /** The sampler loop for one batch; returns the final latents [B, 4, h, w]. */
   private async sample(
     r: ResolvedRequest,
     batch: number,
     seeds: number[],
-    /** [uncond, cond] or [uncond, cond, concept] */
-    conditions: EncodedPrompt[],
+    /** What the UNet runs on at each denoiser call. */
+    perStep: StepConditioning[],
+    /** SLD's safety concept, when a guidance hook sets one. */
+    concept: EncodedPrompt | null,
     initMean: Float32Array | null,
     initLogvar: Float32Array | null,
     hooks: GenerationHooks,
@@ -237,11 +254,7 @@ export class Generator {
     const h = r.height / 8;
     const w = r.width / 8;
     const perImage = 4 * h * w;
-    const sampler: Sampler = createSampler(r.sampler, {
-      steps: r.steps,
-      ...(r.strength !== undefined ? { strength: r.strength } : {}),
-      ...(r.sampler === 'DDIM' ? { eta: r.eta } : {}),
-    });
+    const sampler = this.createSampler(r);
     const rng = new ImageRng({ seeds, shape: [4, h, w], source: r.rng });
     let latents: Float32Array;
     if (initMean && initLogvar) {
@@ -267,12 +280,16 @@ export class Generator {
       throwIfAborted(hooks.signal);
       const t = sampler.timesteps[i]!;
       const x = sampler.scaleModelInput(latents, i);
-      const [u, c, k] = await this.predict(x, B, h, w, t, conditions);
+      const s = perStep[i]!;
+      // UNet batch order [uncond, conds..., concept]: a plain prompt runs [uncond, cond] as before.
+      const preds = await this.predict(x, B, h, w, t, [s.uncond, ...s.conds, ...(concept ? [concept] : [])]);
+      const u = preds[0]!;
+      const conds = preds.slice(1, 1 + s.conds.length);
       if (hooks.guidance) {
-        await hooks.guidance.combine({ uncond: u!, cond: c!, concept: k ?? null, cfgScale: r.cfgScale, step: i, out: eps });
+        const k = concept ? preds[1 + s.conds.length]! : null;
+        await hooks.guidance.combine({ uncond: u, cond: effectiveCond(u, conds, s), concept: k, cfgScale: r.cfgScale, step: i, out: eps });
       } else {
-        const g = r.cfgScale;
-        for (let q = 0; q < eps.length; q++) eps[q] = u![q]! + g * (c![q]! - u![q]!);
+        composeGuidance(u, conds, s, r.cfgScale, eps);
       }
       sampler.step(eps, i, latents, rng);
       hooks.onStep?.({ batch, step: i + 1, steps, predOriginal: sampler.predOriginalSample });
