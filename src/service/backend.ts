@@ -3,6 +3,7 @@
 // (src/safety) provide the implementations, wired in one place: src/service/components.ts
 // (see src/service/README.md for how to plug them in).
 import type { Policy } from '../safety/policy/policy.ts';
+import type { CategoryResult } from '../safety/screen/screener.ts';
 
 /** A LoRA (or other adapter) applied to one generation, as A1111's `<lora:name:weight>`. */
 export interface AdapterUse {
@@ -11,8 +12,14 @@ export interface AdapterUse {
   weight: number;
 }
 
-/** Everything the pipeline needs for one generation. Field names follow A1111. */
-export interface GenerationRequest {
+/**
+ * The fields of one generation request, the same at every stage of the request path: the
+ * interface's mapped body (SubmissionInput), the queued job (StoredRequest) and what the
+ * pipeline receives (GenerationRequest). Field names follow A1111. `Image` is how the init
+ * images and the mask travel at that stage: base64 text over HTTP and in the queue, PNG
+ * bytes for the pipeline.
+ */
+export interface GenerationFields<Image> {
   mode: 'txt2img' | 'img2img';
   prompt: string;
   negativePrompt: string;
@@ -24,7 +31,7 @@ export interface GenerationRequest {
   scheduler: string;
   steps: number;
   cfgScale: number;
-  /** Resolved seed (never -1 here: the service draws the random seed so it can be recorded). */
+  /** -1 asks for a random seed; the service draws it before queueing, so the pipeline never sees -1. */
   seed: number;
   subseed: number;
   subseedStrength: number;
@@ -38,18 +45,39 @@ export interface GenerationRequest {
   eta: number | null;
   /** img2img only. */
   denoisingStrength: number | null;
-  /** img2img only: PNG-decoded init images (already size/type checked by the service). */
-  initImages: Buffer[];
-  /** img2img inpainting mask (PNG), if any. */
-  mask: Buffer | null;
+  /** img2img only: init images (size/type checked and re-encoded to PNG by the service before queueing). */
+  initImages: Image[];
+  /** img2img inpainting mask, if any. */
+  mask: Image | null;
   /** Checkpoint name as listed by listModels(); null = the backend's current model. */
   model: string | null;
+}
+
+/**
+ * A consent attestation for img2img of a photographed face: the reference of the pictured
+ * person's signed consent and who attested to it. It only counts when the caller's role
+ * has the policy's consent workflow (`roles.<name>.consentWorkflow`); the input check
+ * writes it to the audit log when a pass relied on it.
+ */
+export interface ConsentAttestation {
+  ref: string;
+  /** Server-side identity of the caller who attested (from the key or session). */
+  caller: string;
+}
+
+/** What the service decided for a request, server side; never taken from the HTTP request. */
+export interface ServiceDecisions {
   /**
    * Graded intensity in force, 0-3, after the screener and the caller's role cap. The
-   * pipeline turns it into adapter strength and safe-guidance settings. Never taken
-   * from the HTTP request directly.
+   * pipeline turns it into adapter strength and safe-guidance settings.
    */
   intensity: number;
+  /** img2img: the attested consent reference, read by the input check; null when none was given. */
+  consentAttestation: ConsentAttestation | null;
+}
+
+/** Everything the pipeline needs for one generation. */
+export interface GenerationRequest extends GenerationFields<Buffer>, ServiceDecisions {
   /** The screener's verdict, for pipelines that apply safe guidance on 'clamp'. */
   screening: ScreeningResult;
 }
@@ -128,14 +156,21 @@ export interface ScreeningInput {
   roleCap: number;
 }
 
+/** A category the screener found, and the layer that found it. */
+export interface ScreenedCategory {
+  category: string;
+  /** 'lexicon': the word lists and rules; 'semantic': the text-embedding comparison. */
+  source: CategoryResult['source'];
+}
+
 export interface ScreeningResult {
   verdict: 'allow' | 'clamp' | 'refuse';
   /** Intensity the wording or request asked for, 0-3. */
   requestedIntensity: number;
   /** Intensity generation runs at, <= the role cap. */
   effectiveIntensity: number;
-  /** Categories hit, for monitoring (e.g. 'graphic_injury', 'minors'). */
-  categories: string[];
+  /** Categories hit (e.g. 'graphic_injury', 'minors_graded'), for monitoring and the audit log. */
+  categories: ScreenedCategory[];
   /** User-facing reason; must not teach evasion. */
   reason: string;
 }
@@ -189,7 +224,8 @@ export interface AuditEvent {
   prompt?: string;
   negativePrompt?: string;
   verdict?: string;
-  categories?: string[];
+  /** Screening events carry each category's source; output-check blocks have none. */
+  categories?: { category: string; source?: ScreenedCategory['source'] }[];
   requestedIntensity?: number;
   effectiveIntensity?: number;
   reason?: string;

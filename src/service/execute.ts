@@ -1,5 +1,5 @@
 import type {
-  GenerationRequest, OutputCheckContext, ProvenanceStatus, ScreeningResult, ServiceComponents,
+  GenerationFields, GenerationRequest, OutputCheckContext, ProvenanceStatus, ScreeningResult, ServiceComponents, ServiceDecisions,
 } from './backend.ts';
 
 // Runs one job against the components: input checks, generation, output checks,
@@ -7,10 +7,7 @@ import type {
 // apply the same checks. Everything it returns is plain data the server persists.
 
 /** GenerationRequest as stored in the queue: images as base64, no screening (kept beside). */
-export type StoredRequest = Omit<GenerationRequest, 'initImages' | 'mask' | 'screening'> & {
-  initImages: string[];
-  mask: string | null;
-};
+export type StoredRequest = GenerationFields<string> & ServiceDecisions;
 
 export interface JobPayload {
   jobId: string;
@@ -47,6 +44,8 @@ export interface ExecutionOutcome {
 export function toGenerationRequest(stored: StoredRequest, screening: ScreeningResult): GenerationRequest {
   return {
     ...stored,
+    // Jobs queued by earlier versions carry the field only when a reference was given.
+    consentAttestation: stored.consentAttestation ?? null,
     initImages: stored.initImages.map((b) => Buffer.from(b, 'base64')),
     mask: stored.mask === null ? null : Buffer.from(stored.mask, 'base64'),
     screening,

@@ -114,7 +114,7 @@ export class JobService implements JobSink {
       for (const category of b.categories.length ? b.categories : ['unspecified']) {
         this.metrics.blocks.inc({ stage: b.stage, category, reason: b.stage === 'input' ? 'refused' : 'blocked' });
       }
-      void this.audit?.record({ kind: 'block', caller: row.caller, role: row.role, jobId, categories: b.categories, reason: b.reason, detail: { stage: b.stage, scores: b.scores ?? {} } });
+      void this.audit?.record({ kind: 'block', caller: row.caller, role: row.role, jobId, categories: b.categories.map((category) => ({ category })), reason: b.reason, detail: { stage: b.stage, scores: b.scores ?? {} } });
     }
     if (outcome.refused !== null) {
       this.store.failJob(jobId, `refused: ${outcome.refused}`, { refused: true });

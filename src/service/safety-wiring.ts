@@ -9,7 +9,6 @@ import type {
   AuditSearch, AuditSink, OutputChecker, ProvenanceMarker, RoleCaps, Screener, ScreeningInput, ScreeningResult,
 } from './backend.ts';
 import { builtinRoles } from './roles.ts';
-import type { ConsentAttestation } from './submit.ts';
 
 // Adapters from the safety layer (src/safety) to the service's seam (backend.ts).
 
@@ -23,7 +22,7 @@ export function serviceScreener(screener: SafetyScreener): Screener {
   return {
     async screen(input: ScreeningInput): Promise<ScreeningResult> {
       const r = await screener.screenAsync({ prompt: input.prompt, negativePrompt: input.negativePrompt, loras: input.adapters }, input.role);
-      const categories = r.categories.map((c) => c.category);
+      const categories = r.categories.map(({ category, source }) => ({ category, source }));
       if (r.verdict === 'refuse') {
         return { verdict: 'refuse', requestedIntensity: r.intensity, effectiveIntensity: 0, categories, reason: r.reason ?? 'This request cannot be generated on this server.' };
       }
@@ -67,10 +66,10 @@ export function auditSink(log: AuditLog): AuditSink {
         role: e.role,
         ...(e.prompt !== undefined ? { prompts: log.prompts(e.prompt, e.negativePrompt) } : {}),
         ...(e.verdict === 'allow' || e.verdict === 'clamp' || e.verdict === 'refuse' ? { verdict: e.verdict } : {}),
-        ...(e.categories ? { categories: e.categories.map((category) => ({ category })) } : {}),
+        ...(e.categories ? { categories: e.categories.map(({ category, source }) => (source ? { category, source } : { category })) } : {}),
         ...(e.requestedIntensity !== undefined ? { requestedIntensity: e.requestedIntensity } : {}),
         ...(e.effectiveIntensity !== undefined ? { effectiveIntensity: e.effectiveIntensity } : {}),
-        ...(e.kind === 'block' ? { blocks: (e.categories?.length ? e.categories : ['unspecified']).map((category) => ({ stage: String(e.detail?.stage ?? 'output'), category, reason: e.reason ?? '' })) } : {}),
+        ...(e.kind === 'block' ? { blocks: (e.categories?.length ? e.categories.map((c) => c.category) : ['unspecified']).map((category) => ({ stage: String(e.detail?.stage ?? 'output'), category, reason: e.reason ?? '' })) } : {}),
         // The reason of a screening is kept so admins can search for it; blocks carry theirs.
         details: { ...(e.jobId ? { jobId: e.jobId } : {}), ...(e.kind !== 'block' && e.reason ? { reason: e.reason } : {}), ...(e.detail ?? {}) },
       });
@@ -104,9 +103,6 @@ function flatScores(value: unknown, prefix = '', out: Record<string, number> = {
   return out;
 }
 
-/** The request fields the consent workflow reads (set by submit.ts on img2img requests). */
-type WithConsent = { consentAttestation?: ConsentAttestation };
-
 /**
  * The image checks (nsfw, face age, likeness) as the service's OutputChecker. For init
  * images the consent workflow is the caller's role's `consentWorkflow` flag in the policy
@@ -128,11 +124,11 @@ export function serviceOutputChecker(checks: ImageSafetyChecks, opts: { policy?:
       return { action: 'block', png, categories, reason, scores };
     },
     async checkInput(png, ctx) {
-      const attestation = (ctx.request as typeof ctx.request & WithConsent).consentAttestation;
+      const attestation = ctx.request.consentAttestation;
       const workflowEnabled = opts.policy?.roles[ctx.role]?.consentWorkflow ?? false;
       const r = await checkInitImage(checks, await toRgb(png), {
         intensity: ctx.intensity,
-        consent: { workflowEnabled, ...(attestation?.ref ? { attestationRef: attestation.ref } : {}) },
+        consent: { workflowEnabled, ...(attestation ? { attestationRef: attestation.ref } : {}) },
       });
       if (r.verdict === 'pass' && r.consentReference !== undefined && opts.log) {
         opts.log.append({

@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import { RedlineError } from '../errors.ts';
-import type { AdapterUse, RoleCaps, ScreeningResult, ServiceComponents } from './backend.ts';
+import type { AdapterUse, GenerationFields, RoleCaps, ScreeningResult, ServiceComponents } from './backend.ts';
 import type { StoredRequest } from './execute.ts';
 import { decodeBase64Image, fetchInitImage, normaliseUpload, type UploadLimits } from './hardening.ts';
 import type { JobService } from './jobs.ts';
@@ -10,43 +10,16 @@ import type { RoleTable } from './roles.ts';
 import type { Caller, JobRow, ServiceStore } from './store.ts';
 
 /** A generation request after the interface (native or A1111) mapped its fields. */
-export interface SubmissionInput {
-  mode: 'txt2img' | 'img2img';
-  prompt: string;
-  negativePrompt: string;
-  adapters: AdapterUse[];
-  sampler: string;
-  scheduler: string;
-  steps: number;
-  cfgScale: number;
-  seed: number;
-  subseed: number;
-  subseedStrength: number;
-  width: number;
-  height: number;
-  batchSize: number;
-  nIter: number;
-  clipSkip: number;
-  eta: number | null;
-  denoisingStrength: number | null;
-  initImages: string[];
+export interface SubmissionInput extends GenerationFields<string> {
+  /** img2img: an init image fetched by the server (only when the operator allows it). */
   initImageUrl: string | null;
-  mask: string | null;
-  model: string | null;
   /** What the request asked for; only a wish, capped by the caller's role. */
   requestedIntensity: number | null;
   /**
    * img2img only: the reference of the pictured person's signed consent. It only matters
    * when the caller's role has the policy's consent workflow; it is kept in the audit log.
    */
-  consentAttestationRef?: string | null;
-}
-
-/** The consent reference as it travels with a queued img2img job to the input check. */
-export interface ConsentAttestation {
-  ref: string;
-  /** Server-side identity of the caller who attested, for the audit row. */
-  caller: string;
+  consentAttestationRef: string | null;
 }
 
 export interface ServiceContext {
@@ -193,38 +166,28 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
     ...(consentRef !== null ? { detail: { consentAttestationRef: consentRef } } : {}),
   });
   if (verdict.verdict === 'refuse') {
-    ctx.store.recordBlock({ caller: caller.id, role: role.name, stage: 'prompt', categories: verdict.categories, reason: verdict.reason });
-    for (const category of verdict.categories.length ? verdict.categories : ['unspecified']) {
+    const categories = verdict.categories.map((c) => c.category);
+    ctx.store.recordBlock({ caller: caller.id, role: role.name, stage: 'prompt', categories, reason: verdict.reason });
+    for (const category of categories.length ? categories : ['unspecified']) {
       ctx.metrics.blocks.inc({ stage: 'prompt', category, reason: 'refused' });
     }
     throw new SubmissionError(403, 'refused', verdict.reason, rate.headers);
   }
 
-  const request: StoredRequest & { consentAttestation?: ConsentAttestation } = {
-    ...(consentRef !== null ? { consentAttestation: { ref: consentRef, caller: caller.id } } : {}),
-    mode: input.mode,
-    prompt: input.prompt,
-    negativePrompt: input.negativePrompt,
-    adapters: input.adapters,
-    sampler: input.sampler,
-    scheduler: input.scheduler,
-    steps: input.steps,
-    cfgScale: input.cfgScale,
+  // The request's own wishes (URL, intensity, consent text) stay behind: the job carries
+  // what the service decided from them.
+  const { initImageUrl: _url, requestedIntensity: _wish, consentAttestationRef: _ref, ...fields } = input;
+  const request: StoredRequest = {
+    ...fields,
     seed: input.seed === -1 ? randomSeed() : input.seed,
     subseed: input.subseed === -1 ? randomSeed() : input.subseed,
-    subseedStrength: input.subseedStrength,
-    width: input.width,
-    height: input.height,
-    batchSize: input.batchSize,
-    nIter: input.nIter,
-    clipSkip: input.clipSkip,
-    eta: input.eta,
     denoisingStrength: input.mode === 'img2img' ? (input.denoisingStrength ?? 0.75) : input.denoisingStrength,
     initImages: initImages.map((b) => b.toString('base64')),
     mask: mask === null ? null : mask.toString('base64'),
     // Stamped now, so a later model switch does not change what a queued job runs on.
     model: input.model ?? (await ctx.components.backend.currentModel()),
     intensity: effective,
+    consentAttestation: consentRef === null ? null : { ref: consentRef, caller: caller.id },
   };
   const job = ctx.store.insertJob({ caller: caller.id, role: role.name, mode: input.mode, request, screening: verdict });
   await ctx.jobs.submit(job);

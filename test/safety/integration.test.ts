@@ -135,7 +135,7 @@ describe('production wiring on the golden model with a blocking test policy', ()
       // nothing in this prompt) and raised the requested intensity from 0.
       const screened = rows.filter((r) => r.kind === 'screen' && r.event.caller === callerId);
       expect(screened).toHaveLength(1);
-      expect(screened[0]!.event.categories).toEqual([{ category: 'graphic_injury' }]);
+      expect(screened[0]!.event.categories).toEqual([{ category: 'graphic_injury', source: 'semantic' }]);
       expect(screened[0]!.event.requestedIntensity).toBeGreaterThan(0);
       const blockRows = rows.filter((r) => r.kind === 'block' && r.event.details?.jobId === id);
       expect(blockRows).toHaveLength(2);

@@ -1,24 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { defaultPolicy } from '../../src/safety/policy/policy.ts';
-import { cosine, defaultConceptPhrases, SemanticBank, type TextEmbedder } from '../../src/safety/screen/semantic.ts';
+import { cosine, defaultConceptPhrases, SemanticBank } from '../../src/safety/screen/semantic.ts';
 import { Screener } from '../../src/safety/screen/screener.ts';
-
-// A deterministic stand-in for the CLIP text encoder: bag of words hashed into 64 buckets.
-// It only exercises the plumbing (bank embedding, thresholds, verdicts), not semantics.
-function stubEmbedder(calls: string[][] = []): TextEmbedder {
-  return async (texts) => {
-    calls.push(texts);
-    return texts.map((t) => {
-      const v = new Float32Array(64);
-      for (const w of t.toLowerCase().split(/\W+/).filter(Boolean)) {
-        let h = 2166136261;
-        for (let i = 0; i < w.length; i++) h = Math.imul(h ^ w.charCodeAt(i), 16777619);
-        v[(h >>> 0) % 64]! += 1;
-      }
-      return v;
-    });
-  };
-}
+import { stubEmbedder } from './support/stub-embedder.ts';
 
 describe('semantic layer', () => {
   it('cosine similarity', () => {

@@ -6,9 +6,15 @@ import { AuditLog } from '../../src/safety/audit/audit-log.ts';
 import { defaultPolicy } from '../../src/safety/policy/policy.ts';
 import { Screener } from '../../src/safety/screen/screener.ts';
 import { auditSink, rolesFromPolicy, serviceScreener } from '../../src/service/safety-wiring.ts';
-import { buildServer, type RedlineServer } from '../../src/service/server.ts';
-import { bearer, postJson, tempDir } from './support/harness.ts';
-import { makeTestComponents } from './support/procedural-components.ts';
+import { stubEmbedder } from '../safety/support/stub-embedder.ts';
+import { bearer, postJson, startHarness, tempDir, type Harness } from './support/harness.ts';
+
+/** GET /api/v1/admin/audit with the given query string. */
+async function searchAudit(h: Harness, query: string, key: string) {
+  const res = await fetch(`${h.base}/api/v1/admin/audit?${query}`, { headers: bearer(key) });
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- audit rows are checked field by field below
+  return { status: res.status, body: (await res.json()) as { entries: Record<string, any>[]; next_before: number | null } };
+}
 
 describe('AuditLog.search', () => {
   let log: AuditLog;
@@ -69,61 +75,50 @@ describe('AuditLog.search', () => {
 });
 
 describe('GET /api/v1/admin/audit over a real server', () => {
-  let server: RedlineServer;
-  let base: string;
+  let h: Harness;
   let log: AuditLog;
-  const keys: Record<string, string> = {};
-  const ids: Record<string, string> = {};
   const policy = defaultPolicy();
 
   beforeAll(async () => {
     const dataDir = tempDir('audit-api');
     log = new AuditLog(join(dataDir, 'audit.db'), { promptStorage: 'hash', salt: 'test-salt' });
-    const components = Object.assign(makeTestComponents({ stepMs: 0 }), { screener: serviceScreener(new Screener(policy)), audit: auditSink(log) });
-    server = await buildServer({ dataDir, components, logger: false, roles: rolesFromPolicy(policy) });
-    base = await server.app.listen({ host: '127.0.0.1', port: 0 });
-    for (const role of ['creator', 'studio', 'admin']) {
-      const created = server.ctx.store.createKey(role, role);
-      keys[role] = created.key;
-      ids[role] = `key:${created.row.id}`; // the server-side caller identity of a key
-    }
-    const refused = await postJson(`${base}/api/v1/jobs`, { prompt: 'a child covered in blood and gore', steps: 2, width: 64, height: 64 }, bearer(keys.creator!));
+    h = await startHarness({
+      dataDir, backend: { stepMs: 0 }, roles: rolesFromPolicy(policy),
+      components: { screener: serviceScreener(new Screener(policy)), audit: auditSink(log) },
+    });
+    const refused = await postJson(`${h.base}/api/v1/jobs`, { prompt: 'a child covered in blood and gore', steps: 2, width: 64, height: 64 }, bearer(h.keys.creator));
     expect(refused.status).toBe(403);
     for (const prompt of ['a quiet lake at dawn', 'a zombie with a deep bleeding wound']) {
-      const ok = await postJson(`${base}/api/v1/jobs`, { prompt, steps: 2, width: 64, height: 64 }, bearer(keys.studio!));
+      const ok = await postJson(`${h.base}/api/v1/jobs`, { prompt, steps: 2, width: 64, height: 64 }, bearer(h.keys.studio));
       expect(ok.status).toBe(202);
     }
   }, 60_000);
   afterAll(async () => {
-    await server?.close();
+    await h?.close();
     log?.close();
   });
 
-  const search = async (query: string, key = keys.admin!) => {
-    const res = await fetch(`${base}/api/v1/admin/audit?${query}`, { headers: bearer(key) });
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- audit rows are checked field by field below
-    return { status: res.status, body: (await res.json()) as { entries: Record<string, any>[]; next_before: number | null } };
-  };
+  const search = (query: string, key = h.keys.admin) => searchAudit(h, query, key);
 
   it('is for admins only', async () => {
-    expect((await search('', keys.studio)).status).toBe(403);
-    expect((await fetch(`${base}/api/v1/admin/audit`)).status).toBe(401);
+    expect((await search('', h.keys.studio)).status).toBe(403);
+    expect((await fetch(`${h.base}/api/v1/admin/audit`)).status).toBe(401);
   });
 
   it('finds the refusal by caller, verdict, category and reason text, with prompts only as salted hashes', async () => {
-    const byCaller = await search(`caller=${encodeURIComponent(ids.creator!)}&kind=screening`);
+    const byCaller = await search(`caller=${encodeURIComponent(h.callers.creator)}&kind=screening`);
     expect(byCaller.status).toBe(200);
     expect(byCaller.body.entries).toHaveLength(1);
     const row = byCaller.body.entries[0]!;
-    expect(row).toMatchObject({ kind: 'screen', caller: ids.creator, role: 'creator', verdict: 'refuse' });
+    expect(row).toMatchObject({ kind: 'screen', caller: h.callers.creator, role: 'creator', verdict: 'refuse' });
     expect(row.categories.map((c: { category: string }) => c.category)).toContain('minors_graded');
     expect(row.prompts.storage).toBe('hash');
     expect(row.prompts.prompt).toMatch(/^hmac-sha256:[0-9a-f]{64}$/);
     // The fixed refusal reason names the category; the prompt's own words never appear.
     expect(JSON.stringify(byCaller.body)).not.toMatch(/child covered|covered in blood/);
-    expect((await search('verdict=refuse')).body.entries.map((e) => e.caller)).toEqual([ids.creator]);
+    expect((await search('verdict=refuse')).body.entries.map((e) => e.caller)).toEqual([h.callers.creator]);
     expect((await search('category=minors_graded')).body.entries).toHaveLength(1);
-    expect((await search(`q=${encodeURIComponent('NEVER PRODUCES')}`)).body.entries.map((e) => e.caller)).toEqual([ids.creator]);
+    expect((await search(`q=${encodeURIComponent('NEVER PRODUCES')}`)).body.entries.map((e) => e.caller)).toEqual([h.callers.creator]);
     expect((await search('verdict=clamp')).body.entries.map((e) => e.caller)).toEqual([]);
   });
 
@@ -133,9 +128,51 @@ describe('GET /api/v1/admin/audit over a real server', () => {
     expect(first.body.entries[0]!.seq).toBeGreaterThan(first.body.entries[1]!.seq);
     expect(first.body.next_before).toBe(first.body.entries[1]!.seq);
     const second = await search(`kind=screening&limit=2&before=${first.body.next_before}`);
-    expect(second.body.entries.map((e) => e.caller)).toEqual([ids.creator]);
+    expect(second.body.entries.map((e) => e.caller)).toEqual([h.callers.creator]);
     expect(second.body.next_before).toBeNull();
     expect((await search(`since=${encodeURIComponent(new Date(Date.now() + 60_000).toISOString())}`)).body.entries).toEqual([]);
     expect((await search('since=not-a-date')).status).toBe(422);
+  });
+});
+
+describe('screening sources through the service', () => {
+  let h: Harness;
+  let log: AuditLog;
+
+  beforeAll(async () => {
+    // The semantic layer on, with the stub embedder and one graded concept phrase: the
+    // phrase itself is found only by the semantic layer, a wound only by the lexicon.
+    const policy = defaultPolicy();
+    policy.semantic.enabled = true;
+    policy.semantic.thresholds.graphic_injury = 0.99;
+    const screener = new Screener(policy, { embedder: stubEmbedder(), conceptPhrases: [{ category: 'graphic_injury', text: 'crimson ruin of a statue', level: 2 }] });
+    expect(screener.screen({ prompt: 'crimson ruin of a statue' }, 'studio').categories).toEqual([]);
+    const dataDir = tempDir('audit-source');
+    log = new AuditLog(join(dataDir, 'audit.db'));
+    h = await startHarness({
+      dataDir, backend: { stepMs: 0 }, roles: rolesFromPolicy(policy),
+      components: { screener: serviceScreener(screener), audit: auditSink(log) },
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await h?.close();
+    log?.close();
+  });
+
+  it('keeps source semantic or lexicon on each category, in the stored row and in the admin search', async () => {
+    for (const prompt of ['crimson ruin of a statue', 'a zombie with a deep bleeding wound']) {
+      const res = await postJson(`${h.base}/api/v1/jobs`, { prompt, steps: 2, width: 64, height: 64 }, bearer(h.keys.studio));
+      expect(res.status, await res.clone().text()).toBe(202);
+    }
+    const expected = [
+      [{ category: 'graphic_injury', source: 'semantic' }],
+      [{ category: 'graphic_injury', source: 'lexicon' }],
+    ];
+    const stored = [...log.rows()].filter((r) => r.kind === 'screen');
+    expect(stored.map((r) => r.event.categories)).toEqual(expected);
+    const found = await searchAudit(h, `kind=screening&caller=${encodeURIComponent(h.callers.studio)}`, h.keys.admin);
+    expect(found.status).toBe(200);
+    // Newest first.
+    expect(found.body.entries.map((e) => e.categories)).toEqual([...expected].reverse());
   });
 });

@@ -13,25 +13,7 @@ import { Screener } from '../../src/safety/screen/screener.ts';
 import { auditSink, rolesFromPolicy, serviceOutputChecker, serviceScreener } from '../../src/service/safety-wiring.ts';
 import { PERSON_A, renderFace, toPng } from '../safety/output/synthetic.ts';
 import { stringify } from 'yaml';
-import type { ServiceComponents } from '../../src/service/backend.ts';
-import { buildServer } from '../../src/service/server.ts';
-import { bearer, postJson, tempDir, waitForJob, type Harness } from './support/harness.ts';
-import { makeTestComponents } from './support/procedural-components.ts';
-
-/** A real server whose job service sees the safety components from the start (the shared
- * harness swaps components after build, which the job service does not see). */
-async function startSafetyServer(dataDir: string, safety: Partial<ServiceComponents>): Promise<Harness> {
-  const components = Object.assign(makeTestComponents({ stepMs: 0 }), safety);
-  const server = await buildServer({ dataDir, components, logger: false, roles: rolesFromPolicy(policy) });
-  const base = await server.app.listen({ host: '127.0.0.1', port: 0 });
-  const keys = {
-    viewer: server.ctx.store.createKey('viewer', 'viewer').key,
-    creator: server.ctx.store.createKey('creator', 'creator').key,
-    studio: server.ctx.store.createKey('studio', 'studio').key,
-    admin: server.ctx.store.createKey('admin', 'admin').key,
-  };
-  return { server, base, dataDir, components, keys, close: () => server.close() };
-}
+import { bearer, postJson, startHarness, tempDir, waitForJob, type Harness } from './support/harness.ts';
 
 const policy = defaultPolicy();
 policy.roles.studio!.consentWorkflow = true;
@@ -48,10 +30,9 @@ beforeAll(async () => {
     options: outputCheckOptionsFromPolicy(policy.outputChecks, { photoThreshold: policy.outputChecks.photoThreshold, minFaceScore: policy.outputChecks.minFaceScore }),
     likeness: () => [],
   });
-  h = await startSafetyServer(dataDir, {
-    screener: serviceScreener(new Screener(policy)),
-    audit: auditSink(log),
-    outputChecker: serviceOutputChecker(checks, { policy, log }),
+  h = await startHarness({
+    dataDir, backend: { stepMs: 0 }, roles: rolesFromPolicy(policy),
+    components: { screener: serviceScreener(new Screener(policy)), audit: auditSink(log), outputChecker: serviceOutputChecker(checks, { policy, log }) },
   });
   face = (await toPng(await renderFace(PERSON_A))).toString('base64');
 }, 120_000);

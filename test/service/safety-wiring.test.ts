@@ -29,8 +29,10 @@ describe('service with the safety layer wired in', () => {
   beforeAll(async () => {
     const dataDir = tempDir('safety');
     log = new AuditLog(join(dataDir, 'audit.db'));
-    h = await startHarness({ dataDir, backend: { stepMs: 0 }, roles: rolesFromPolicy(policy) });
-    Object.assign(h.server.ctx.components, { screener: serviceScreener(new Screener(policy)), audit: auditSink(log) });
+    h = await startHarness({
+      dataDir, backend: { stepMs: 0 }, roles: rolesFromPolicy(policy),
+      components: { screener: serviceScreener(new Screener(policy)), audit: auditSink(log) },
+    });
   });
   afterAll(async () => {
     await h.close();

@@ -1,16 +1,20 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { RoleCaps } from '../../../src/service/backend.ts';
+import type { RoleCaps, ServiceComponents } from '../../../src/service/backend.ts';
 import { buildServer, type RedlineServer, type ServerOptions } from '../../../src/service/server.ts';
 import { makeTestComponents, type ProceduralOptions } from './procedural-components.ts';
+
+type RoleName = 'viewer' | 'creator' | 'studio' | 'admin';
 
 export interface Harness {
   server: RedlineServer;
   base: string;
   dataDir: string;
   components: ReturnType<typeof makeTestComponents>;
-  keys: Record<'viewer' | 'creator' | 'studio' | 'admin', string>;
+  keys: Record<RoleName, string>;
+  /** The server-side caller identity of each key, as the audit log and blocks name it. */
+  callers: Record<RoleName, string>;
   close(): Promise<void>;
 }
 
@@ -18,25 +22,31 @@ export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `redline-${prefix}-`));
 }
 
-/** A real server on a loopback port, with one key per built-in role. */
+/**
+ * A real server on a loopback port, with one key per built-in role. `components` replaces
+ * parts of the procedural test components before the server is built, so the job service
+ * sees them too (components swapped on a running server reach the request path only).
+ */
 export async function startHarness(opts: {
   backend?: ProceduralOptions;
+  components?: Partial<ServiceComponents>;
   roles?: Record<string, RoleCaps>;
   server?: Partial<ServerOptions>;
   dataDir?: string;
 } = {}): Promise<Harness> {
   const dataDir = opts.dataDir ?? tempDir('svc');
-  const components = makeTestComponents(opts.backend);
+  const components = Object.assign(makeTestComponents(opts.backend), opts.components);
   const server = await buildServer({ dataDir, components, logger: false, ...(opts.roles ? { roles: opts.roles } : {}), ...opts.server });
   const address = await server.app.listen({ host: '127.0.0.1', port: 0 });
-  const keys = {
-    viewer: server.ctx.store.createKey('viewer', 'test viewer').key,
-    creator: server.ctx.store.createKey('creator', 'test creator').key,
-    studio: server.ctx.store.createKey('studio', 'test studio').key,
-    admin: server.ctx.store.createKey('admin', 'test admin').key,
-  };
+  const keys = {} as Record<RoleName, string>;
+  const callers = {} as Record<RoleName, string>;
+  for (const role of ['viewer', 'creator', 'studio', 'admin'] as const) {
+    const created = server.ctx.store.createKey(role, `test ${role}`);
+    keys[role] = created.key;
+    callers[role] = `key:${created.row.id}`;
+  }
   return {
-    server, base: address, dataDir, components, keys,
+    server, base: address, dataDir, components, keys, callers,
     async close() {
       await server.close();
       if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });

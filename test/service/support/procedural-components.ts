@@ -119,14 +119,14 @@ export class RuleScreener implements Screener {
     this.inputs.push(input);
     const requested = input.requestedIntensity ?? 0;
     if (`${input.prompt} ${input.negativePrompt} ${input.adapters.join(' ')}`.includes(REFUSED_MARKER)) {
-      return { verdict: 'refuse', requestedIntensity: requested, effectiveIntensity: 0, categories: ['test_hard_block'], reason: 'This request falls in a category this server does not generate.' };
+      return { verdict: 'refuse', requestedIntensity: requested, effectiveIntensity: 0, categories: [{ category: 'test_hard_block', source: 'lexicon' }], reason: 'This request falls in a category this server does not generate.' };
     }
     const effective = Math.min(requested, input.roleCap);
     return {
       verdict: effective < requested ? 'clamp' : 'allow',
       requestedIntensity: requested,
       effectiveIntensity: effective,
-      categories: requested > 0 ? ['graphic_injury'] : [],
+      categories: requested > 0 ? [{ category: 'graphic_injury', source: 'lexicon' }] : [],
       reason: effective < requested ? `Intensity lowered to ${effective}, the limit for your role.` : '',
     };
   }
