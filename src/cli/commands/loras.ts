@@ -1,7 +1,7 @@
-import { parseArgs } from 'node:util';
 import { type AdapterListing, listAdapters } from '../../adapters/registry.ts';
 import { cleanText } from '../../adapters/text.ts';
 import { FAMILY_NAMES } from '../../models/checkpoint/detect.ts';
+import { formatSize, runFolderListing } from '../folder-listing.ts';
 
 export const summary = 'list LoRA adapters in a folder with metadata and A1111 hashes';
 
@@ -16,10 +16,6 @@ of 'Lora hashes:' in infotext), the sha256, and Redline's sidecar NAME.json
   --json      machine-readable output (one JSON array)
   --no-hash   skip hashing (hashes are cached by path, size and mtime)`;
 
-function size(n: number): string {
-  return n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(2)} GB` : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MB` : `${(n / 1024).toFixed(0)} KB`;
-}
-
 function render(a: AdapterListing): string {
   const m = a.meta;
   const head = [
@@ -28,7 +24,7 @@ function render(a: AdapterListing): string {
     a.family === 'unknown' ? 'family ?' : FAMILY_NAMES[a.family],
     m.rank !== undefined ? `rank ${m.rank}` : null,
     m.alpha !== undefined ? `alpha ${m.alpha}` : null,
-    size(a.size),
+    formatSize(a.size),
     a.hashes ? `hash ${a.hashes.a1111}` : null,
   ].filter(Boolean).join('  ');
   const lines = [head, `  file: ${cleanText(a.file, 300)}`];
@@ -47,28 +43,14 @@ function render(a: AdapterListing): string {
   return lines.join('\n');
 }
 
-export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { json: { type: 'boolean' }, 'no-hash': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+export function run(argv: string[]): Promise<number> {
+  return runFolderListing(argv, {
+    name: 'loras',
+    help: HELP,
+    envVar: 'REDLINE_LORA_DIR',
+    defaultDir: 'models/Lora',
+    list: listAdapters,
+    noneFound: (dir) => `No adapter files in ${dir}.`,
+    render: (list) => list.map(render).join('\n\n'),
   });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (positionals.length > 1) {
-    console.error(`redline loras: one folder at most (got ${positionals.length}).\n\n${HELP}`);
-    return 2;
-  }
-  const dir = positionals[0] ?? process.env.REDLINE_LORA_DIR ?? 'models/Lora';
-  const list = await listAdapters(dir, { hashes: !values['no-hash'] });
-  if (values.json) {
-    console.log(JSON.stringify(list, null, 2));
-  } else if (!list.length) {
-    console.log(`No adapter files in ${dir}.`);
-  } else {
-    console.log(list.map(render).join('\n\n'));
-  }
-  return 0;
 }
