@@ -9,7 +9,7 @@
 //  - SSE latency: backend onProgress call -> event parsed by the client.
 import { rmSync } from 'node:fs';
 import type { GenerateOptions, GenerationRequest, GenerationResult } from '../src/service/backend.ts';
-import { bearer, postJson, startHarness } from '../test/service/support/harness.ts';
+import { bearer, forEachSseEvent, postJson, startHarness } from '../test/service/support/harness.ts';
 import { ProceduralBackend } from '../test/service/support/procedural-components.ts';
 
 const jobs = Number(process.argv[2] ?? 200);
@@ -38,23 +38,12 @@ class TimedBackend extends ProceduralBackend {
   }
 }
 
-async function readUntilDone(res: Response, onEvent: (event: string, data: Record<string, unknown>) => void): Promise<void> {
-  const decoder = new TextDecoder();
-  let buf = '';
-  for await (const chunk of res.body!) {
-    buf += decoder.decode(chunk as Uint8Array, { stream: true });
-    let i: number;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const block = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      const ev = /^event: (.+)$/m.exec(block)?.[1];
-      const data = /^data: (.+)$/m.exec(block)?.[1];
-      if (ev && data) {
-        onEvent(ev, JSON.parse(data) as Record<string, unknown>);
-        if (ev === 'done') return;
-      }
-    }
-  }
+/** Follows a job's SSE stream until its 'done' event. */
+function readUntilDone(res: Response, onEvent: (event: string, data: Record<string, unknown>) => void): Promise<void> {
+  return forEachSseEvent(res, (event, data) => {
+    onEvent(event, data);
+    return event === 'done' ? 'stop' : undefined;
+  });
 }
 
 async function main(): Promise<void> {
@@ -132,4 +121,9 @@ async function main(): Promise<void> {
   }
 }
 
+// The machine may be shared: the process's CPU time beside the wall time tells the two apart.
+const cpu0 = process.cpuUsage();
+const wall0 = performance.now();
 await main();
+const cpu = process.cpuUsage(cpu0);
+console.log(`whole run: ${((cpu.user + cpu.system) / 1e6).toFixed(2)} CPU s (server and client in this process), ${((performance.now() - wall0) / 1000).toFixed(2)} s wall`);

@@ -74,11 +74,12 @@ export async function waitForJob(base: string, key: string, id: string, timeoutM
   }
 }
 
-/** Reads an SSE stream to its end, returning the events. */
-export async function readSse(url: string, headers: Record<string, string>): Promise<{ event: string; data: Record<string, unknown>; atMs: number }[]> {
-  const res = await fetch(url, { headers });
-  if (!res.ok || !res.body) throw new Error(`SSE ${url}: HTTP ${res.status}`);
-  const events: { event: string; data: Record<string, unknown>; atMs: number }[] = [];
+/**
+ * Calls `onEvent` for each event of a Server-Sent Events response, until the stream ends
+ * or `onEvent` returns 'stop'.
+ */
+export async function forEachSseEvent(res: Response, onEvent: (event: string, data: Record<string, unknown>) => 'stop' | void): Promise<void> {
+  if (!res.ok || !res.body) throw new Error(`SSE ${res.url}: HTTP ${res.status}`);
   const decoder = new TextDecoder();
   let buf = '';
   for await (const chunk of res.body) {
@@ -89,8 +90,16 @@ export async function readSse(url: string, headers: Record<string, string>): Pro
       buf = buf.slice(i + 2);
       const ev = /^event: (.+)$/m.exec(block)?.[1];
       const data = /^data: (.+)$/m.exec(block)?.[1];
-      if (ev && data) events.push({ event: ev, data: JSON.parse(data) as Record<string, unknown>, atMs: performance.now() });
+      if (ev && data && onEvent(ev, JSON.parse(data) as Record<string, unknown>) === 'stop') return;
     }
   }
+}
+
+/** Reads an SSE stream to its end, returning the events. */
+export async function readSse(url: string, headers: Record<string, string>): Promise<{ event: string; data: Record<string, unknown>; atMs: number }[]> {
+  const events: { event: string; data: Record<string, unknown>; atMs: number }[] = [];
+  await forEachSseEvent(await fetch(url, { headers }), (event, data) => {
+    events.push({ event, data, atMs: performance.now() });
+  });
   return events;
 }
