@@ -14,7 +14,7 @@ import { type RgbImage, rgbToVaeInput, unitToRgb, vaeOutputToUnit } from '../../
 import { StableDiffusionModel } from '../../src/pipeline/model.ts';
 import { create as createSampler, ImageRng } from '../../src/sampling/index.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
-import type { EncodedPrompt } from '../../src/text/conditioning.ts';
+import { type EncodedPrompt, promptChunks } from '../../src/text/conditioning.ts';
 
 const SIZE = 128;
 const LATENT = SIZE / 8;
@@ -185,6 +185,51 @@ describe('prompt editing [from:to:when]', () => {
     const ref2 = await reference({ sampler: 'Euler', steps: 6, seeds: [SEED], at: (i) => [u, i <= 3 ? plain : glowing], combine: cfg });
     const [img2] = await generate({ prompt: 'a circle[, glowing: 3]' });
     expect(maxAbsDiff(img2!.latents, ref2.latents)).toBe(0);
+  }, 60_000);
+
+  it('the texts of a schedule are encoded together: emphasis restores the mean over both', async () => {
+    // A1111 encodes [(red:1.5) circle, a blue square] in one call; EmphasisOriginal scales
+    // z by mean(z) / mean(z * w), both means over the whole [2, 77, width] batch.
+    const tokens = (text: string) => promptChunks(model.tokenizer, text);
+    const [red, blue] = [tokens('(red:1.5) circle'), tokens('a blue square')];
+    const ids = BigInt64Array.from([...red.ids, ...blue.ids], (v) => BigInt(v));
+    const z = (await model.textEncoder.run({ input_ids: new Tensor('i64', [2, 77], ids) }, ['last_hidden_state'])).last_hidden_state!.toFloat32();
+    const width = model.prompts.width;
+    const w = [...red.weights, ...blue.weights];
+    let before = 0;
+    let after = 0;
+    const scaled = z.map((v, i) => v * w[Math.floor(i / width)]!);
+    for (let i = 0; i < z.length; i++) {
+      before += z[i]!;
+      after += scaled[i]!;
+    }
+    const factor = Math.fround(Math.fround(before / z.length) / Math.fround(after / z.length));
+    const emphasized = scaled.map((v) => v * factor);
+    expect(w.filter((x) => x !== 1)).toHaveLength(1); // 'red' is one token at 1.5
+    const a = { states: emphasized.slice(0, 77 * width), tokens: 77 };
+    const b = { states: emphasized.slice(77 * width), tokens: 77 };
+    const [ea, eb] = await model.prompts.encodeSchedule(['(red:1.5) circle', 'a blue square']);
+    expect(maxAbsDiff(ea!.states, a.states)).toBeLessThan(1e-6);
+    expect(maxAbsDiff(eb!.states, b.states)).toBeLessThan(1e-6);
+    // the batch mean differs from the single prompt's own mean
+    expect(maxAbsDiff(a.states, (await encode('(red:1.5) circle')).states)).toBeGreaterThan(1e-4);
+    const u = await encode('');
+    const ref = await reference({ sampler: 'Euler', steps: 6, seeds: [SEED], at: (i) => [u, i <= 3 ? a : b], combine: cfg });
+    const [img] = await generate({ prompt: '[(red:1.5) circle:a blue square:0.5]' });
+    expect(maxAbsDiff(img!.latents, ref.latents)).toBeLessThan(1e-5);
+  }, 60_000);
+
+  it('a schedule text shorter than another gets empty chunks up to its chunk count', async () => {
+    const long = `${'green line, yellow dot, '.repeat(14)}purple ring`;
+    const [u, empty, short, l] = [await encode(''), await encode(''), await encode(A), await encode(long)];
+    expect(l.tokens).toBe(154);
+    const width = model.prompts.width;
+    const shortPadded = { states: new Float32Array(154 * width), tokens: 154 };
+    shortPadded.states.set(short.states);
+    shortPadded.states.set(empty.states, 77 * width);
+    const ref = await reference({ sampler: 'Euler', steps: 6, seeds: [SEED], at: (i) => [u, i <= 3 ? shortPadded : l], combine: cfg });
+    const [img] = await generate({ prompt: `[${A}:${long}:3]` });
+    expect(maxAbsDiff(img!.latents, ref.latents)).toBe(0);
   }, 60_000);
 
   it('the negative prompt follows its own schedule', async () => {
