@@ -9,31 +9,12 @@ import type { RgbImage } from '../src/safety/output/image.ts';
 import { NsfwClassifier } from '../src/safety/output/nsfw.ts';
 import { SdSafetyChecker } from '../src/safety/output/sd-safety-checker.ts';
 import { gradient, PERSON_A, PERSON_B, renderFace } from '../test/safety/output/synthetic.ts';
+import { formatTimes, timeRuns } from './_timing.ts';
 
 const { values } = parseArgs({ options: { iterations: { type: 'string', default: '20' }, 'sd-safety-checker': { type: 'string' } } });
 const iterations = Number(values.iterations);
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-/**
- * Wall time and process CPU time per run. The wasm backend runs on one thread, so CPU
- * time is what the latency would be on an idle core; wall time also counts waiting for
- * other processes on a shared machine.
- */
-async function time(fn: () => Promise<unknown>): Promise<string> {
-  await fn(); // first run of a shape compiles kernels
-  const wall: number[] = [];
-  const cpu: number[] = [];
-  for (let i = 0; i < iterations; i++) {
-    const c0 = process.cpuUsage();
-    const t = performance.now();
-    await fn();
-    wall.push(performance.now() - t);
-    const c = process.cpuUsage(c0);
-    cpu.push((c.user + c.system) / 1000);
-  }
-  return `cpu median ${median(cpu).toFixed(1)} ms  wall median ${median(wall).toFixed(1)} ms  wall min ${Math.min(...wall).toFixed(1)} ms  (${iterations} runs)`;
-}
+const time = async (fn: () => Promise<unknown>) => `${formatTimes(await timeRuns(fn, iterations))}  (${iterations} runs)`;
 
 const t0 = performance.now();
 // A registered person, so the likeness comparison runs as it would in a deployment.

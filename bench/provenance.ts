@@ -13,25 +13,12 @@ import { applyProvenance, checkProvenance, loadSigningIdentity } from '../src/sa
 import { insertChunksBeforeImageData, itxtChunk, textChunk } from '../src/safety/provenance/png.ts';
 import { bytesToBits, decodeWatermark, embedWatermark } from '../src/safety/provenance/watermark.ts';
 import { buildXmpPacket, TRAINED_ALGORITHMIC_MEDIA, XMP_KEYWORD } from '../src/safety/provenance/xmp.ts';
+import { formatTimes, timeRuns } from './_timing.ts';
 
 const { values } = parseArgs({ options: { iterations: { type: 'string', default: '20' } } });
 const iterations = Number(values.iterations);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-/** Wall and process CPU time per run, as bench/output-checks.ts reports them. */
 async function time(label: string, fn: () => Promise<unknown> | unknown): Promise<void> {
-  await fn();
-  const wall: number[] = [];
-  const cpu: number[] = [];
-  for (let i = 0; i < iterations; i++) {
-    const c0 = process.cpuUsage();
-    const t = performance.now();
-    await fn();
-    wall.push(performance.now() - t);
-    const c = process.cpuUsage(c0);
-    cpu.push((c.user + c.system) / 1000);
-  }
-  console.log(`${label.padEnd(34)} cpu median ${median(cpu).toFixed(1).padStart(6)} ms  wall median ${median(wall).toFixed(1).padStart(6)} ms  wall min ${Math.min(...wall).toFixed(1).padStart(6)} ms`);
+  console.log(`${label.padEnd(34)} ${formatTimes(await timeRuns(fn, iterations))}`);
 }
 
 /**

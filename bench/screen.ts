@@ -7,6 +7,7 @@ import { defaultPolicy } from '../src/safety/policy/policy.ts';
 import { EVASION_KINDS, evade } from '../src/safety/screen/evasions.ts';
 import { readPromptTable } from '../src/safety/screen/prompt-table.ts';
 import { Screener } from '../src/safety/screen/screener.ts';
+import { median } from './_timing.ts';
 
 const redteamDir = process.env.REDLINE_REDTEAM_DIR
   ? resolve(process.env.REDLINE_REDTEAM_DIR)
@@ -49,7 +50,6 @@ for (let r = 0; r < rounds; r++) {
   wall.push(set.length / s);
   cpu.push(set.length / ((c.user + c.system) / 1e6));
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const best = (xs: number[]) => Math.max(...xs);
 console.log(`screen: ${set.length} prompts (mean ${(chars / set.length).toFixed(0)} chars), ${rounds} rounds, semantic layer off`);
 console.log(`  per CPU-second (one core): median ${median(cpu).toFixed(0)} prompts/s, best ${best(cpu).toFixed(0)}`);
