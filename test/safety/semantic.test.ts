@@ -10,6 +10,8 @@ describe('semantic layer', () => {
     expect(cosine(Float32Array.from([1, 0]), Float32Array.from([0, 3]))).toBeCloseTo(0, 6);
     expect(cosine(Float32Array.from([1, 1]), Float32Array.from([1, 0]))).toBeCloseTo(Math.SQRT1_2, 6);
     expect(() => cosine(new Float32Array(2), new Float32Array(3))).toThrow(/dimensions/);
+    // An all-zero embedding has no direction and matches nothing.
+    expect(cosine(new Float32Array(2), Float32Array.from([1, 0]))).toBe(0);
   });
 
   it('embeds the concept bank once and reports the best phrase per category at or above its threshold', async () => {

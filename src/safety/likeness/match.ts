@@ -1,21 +1,15 @@
 import { RedlineError } from '../../errors.ts';
+import { cosineOrNull } from '../vectors.ts';
 
 export function cosineSimilarity(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) {
     throw new RedlineError('embedding_mismatch', `Cannot compare face embeddings of ${a.length} and ${b.length} values.`, 'Re-register the protected person with this version of Redline.');
   }
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i]! * b[i]!;
-    na += a[i]! * a[i]!;
-    nb += b[i]! * b[i]!;
-  }
-  if (na === 0 || nb === 0) {
+  const cosine = cosineOrNull(a, b);
+  if (cosine === null) {
     throw new RedlineError('embedding_zero', 'A face embedding is all zeros and matches nothing.', 'Use a clearer, frontal photo of the face.');
   }
-  return dot / Math.sqrt(na * nb);
+  return cosine;
 }
 
 export interface ProtectedEmbedding {

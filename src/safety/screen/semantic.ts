@@ -2,6 +2,7 @@
 // category. The engine supplies the embedder (CLIP text encoder, pooled and projected);
 // this module only needs a function from texts to vectors.
 import type { Category, IntensityLevel } from '../categories.ts';
+import { cosineOrNull } from '../vectors.ts';
 import { loadYaml } from './lexicon.ts';
 
 /** Embeds texts into vectors of one fixed dimension (need not be normalised). */
@@ -39,17 +40,10 @@ export function defaultConceptPhrases(): ConceptPhrase[] {
   return out;
 }
 
+/** Cosine similarity; 0 against an all-zero vector (it matches nothing). */
 export function cosine(a: Float32Array, b: Float32Array): number {
   if (a.length !== b.length) throw new Error(`embedding dimensions differ: ${a.length} vs ${b.length}`);
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i]! * b[i]!;
-    na += a[i]! * a[i]!;
-    nb += b[i]! * b[i]!;
-  }
-  return na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb);
+  return cosineOrNull(a, b) ?? 0;
 }
 
 /** A bank of embedded concept phrases; embeds the bank once, then each prompt once. */
