@@ -12,6 +12,7 @@ import { Generator, type GeneratedImage, type GenerationHooks, type GenerationRe
 import { embeddedModelPath } from '../../src/pipeline/embedded.ts';
 import { type RgbImage, rgbToVaeInput, unitToRgb, vaeOutputToUnit } from '../../src/pipeline/image.ts';
 import { StableDiffusionModel } from '../../src/pipeline/model.ts';
+import { SafeLatentGuidance, SLD_PRESETS } from '../../src/safety/sld.ts';
 import { create as createSampler, ImageRng } from '../../src/sampling/index.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 import { type EncodedPrompt, promptChunks } from '../../src/text/conditioning.ts';
@@ -69,7 +70,7 @@ interface ReferenceRun {
   /** The conditionings of denoiser call i: [uncond, cond_1, ...]. */
   at: (i: number) => EncodedPrompt[];
   /** Combines [uncond, cond_1, ...] predictions into the guided one. */
-  combine: (preds: Float32Array[]) => Float32Array;
+  combine: (preds: Float32Array[], step: number) => Float32Array;
   img2img?: { image: RgbImage; strength: number };
 }
 
@@ -95,7 +96,7 @@ async function reference(run: ReferenceRun): Promise<{ latents: Float32Array; im
   }
   for (let i = 0; i < s.timesteps.length; i++) {
     const preds = await unet(s.scaleModelInput(x, i), B, s.timesteps[i]!, run.at(i));
-    s.step(run.combine(preds), i, x, rng);
+    s.step(run.combine(preds, i), i, x, rng);
   }
   const z = x.map((v) => v / sf);
   const decoded = (await model.vaeDecoder.run({ latent: new Tensor('f32', [B, 4, LATENT, LATENT], z) }, ['image'])).image!.toFloat32();
@@ -336,6 +337,40 @@ describe('composable diffusion: AND', () => {
     const [plainHook] = await generate({ prompt: A }, { guidance: hook });
     const [plain] = await generate({ prompt: A });
     expect(maxAbsDiff(plainHook!.latents, plain!.latents)).toBe(0);
+  }, 60_000);
+});
+
+describe('Safe Latent Diffusion through the guidance hook', () => {
+  const concept = 'an image showing a black square';
+  const sldHook = () => {
+    const sld = new SafeLatentGuidance(SLD_PRESETS.MAX, CFG);
+    return {
+      conceptPrompt: concept,
+      combine: ({ uncond, cond, concept: k, step, out }: { uncond: Float32Array; cond: Float32Array; concept: Float32Array | null; step: number; out: Float32Array }) => {
+        sld.step(step, uncond, cond, k!, out);
+      },
+    };
+  };
+
+  it('a plain prompt: the UNet runs [uncond, cond, concept] and SLD combines them', async () => {
+    const [u, c, k] = [await encode(''), await encode(A), await encode(concept)];
+    const sld = new SafeLatentGuidance(SLD_PRESETS.MAX, CFG);
+    const ref = await reference({ sampler: 'Euler', steps: 6, seeds: [SEED], at: () => [u, c, k], combine: ([pu, pc, pk], i) => sld.step(i, pu!, pc!, pk!) });
+    const [img] = await generate({ prompt: A }, { guidance: sldHook() });
+    expect(maxAbsDiff(img!.latents, ref.latents)).toBe(0);
+    const [unguided] = await generate({ prompt: A });
+    expect(maxAbsDiff(img!.latents, unguided!.latents)).toBeGreaterThan(1e-3);
+  }, 60_000);
+
+  it('an edited AND prompt: SLD steers the combined prediction of the step', async () => {
+    const [u, a, b, k] = [await encode(''), await encode(A), await encode(B_TEXT), await encode(concept)];
+    const sld = new SafeLatentGuidance(SLD_PRESETS.MAX, CFG);
+    const ref = await reference({
+      sampler: 'Euler', steps: 6, seeds: [SEED], at: (i) => [u, i <= 2 ? a : b, b, k],
+      combine: ([pu, p1, p2, pk], i) => sld.step(i, pu!, pu!.map((uv, q) => uv + 0.7 * (p1![q]! - uv) + 0.5 * (p2![q]! - uv)), pk!),
+    });
+    const [img] = await generate({ prompt: `[${A}:${B_TEXT}:2]:0.7 AND ${B_TEXT}:0.5` }, { guidance: sldHook() });
+    expect(maxAbsDiff(img!.latents, ref.latents)).toBeLessThan(1e-5);
   }, 60_000);
 });
 
