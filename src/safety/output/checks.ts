@@ -15,6 +15,7 @@ import { assertRgbImage, blurImage, type RgbImage } from './image.ts';
 import { NsfwClassifier, PHOTO_CLASSES, sumClasses } from './nsfw.ts';
 import { resolveOutputCheckOptions, type OutputCheckOptions, type OutputCheckOptionsInput } from './options.ts';
 import { SdSafetyChecker } from './sd-safety-checker.ts';
+import { withPixelTensor } from './tfjs.ts';
 
 export interface OutputCheckResult {
   verdict: 'pass' | 'block' | 'blur';
@@ -85,15 +86,10 @@ export class ImageSafetyChecks {
     assertRgbImage(image);
     return this.serial(async () => {
       // One upload of the pixels for both models.
-      const pixels = this.nsfw.engine.tensor3d(image.data, [image.height, image.width, 3], 'int32');
-      let nsfw;
-      let detected;
-      try {
-        nsfw = await this.nsfw.classifyPixels(pixels);
-        detected = await this.faces.analyzePixels(pixels);
-      } finally {
-        pixels.dispose();
-      }
+      const { nsfw, detected } = await withPixelTensor(this.nsfw.engine, image, async (pixels) => ({
+        nsfw: await this.nsfw.classifyPixels(pixels),
+        detected: await this.faces.analyzePixels(pixels),
+      }));
       const gallery = this.likeness();
       const faces = detected
         .filter((f) => f.score >= this.options.minFaceScore)

@@ -5,7 +5,7 @@ import { dirname, resolve } from 'node:path';
 import type { Config, Human } from '@vladmandic/human';
 import { RedlineError } from '../../errors.ts';
 import { assertRgbImage, type RgbImage } from './image.ts';
-import { loadTf, tfRequire, type Tf } from './tfjs.ts';
+import { loadTf, tfRequire, withPixelTensor, type Tf } from './tfjs.ts';
 
 export interface DetectedFace {
   /** [x, y, width, height] in pixels of the analysed image. */
@@ -79,12 +79,7 @@ export class FaceAnalyzer {
 
   async analyze(image: RgbImage): Promise<DetectedFace[]> {
     assertRgbImage(image);
-    const pixels = this.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
-    try {
-      return await this.analyzePixels(pixels);
-    } finally {
-      pixels.dispose();
-    }
+    return withPixelTensor(this.tf, image, (pixels) => this.analyzePixels(pixels));
   }
 
   /** `pixels`: int32 [H, W, 3] 0..255, as ImageSafetyChecks shares it with the nsfw model. */

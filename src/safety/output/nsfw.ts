@@ -2,7 +2,7 @@
 // (weights ship as base64 JS modules, so nothing is fetched).
 import { RedlineError } from '../../errors.ts';
 import { assertRgbImage, type RgbImage } from './image.ts';
-import { loadTf, type Tf } from './tfjs.ts';
+import { loadTf, withPixelTensor, type Tf } from './tfjs.ts';
 
 export const NSFW_CLASSES = ['Drawing', 'Hentai', 'Neutral', 'Porn', 'Sexy'] as const;
 export type NsfwClass = (typeof NSFW_CLASSES)[number];
@@ -59,12 +59,7 @@ export class NsfwClassifier {
 
   async classify(image: RgbImage): Promise<NsfwScores> {
     assertRgbImage(image);
-    const pixels = this.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
-    try {
-      return await this.classifyPixels(pixels);
-    } finally {
-      pixels.dispose();
-    }
+    return withPixelTensor(this.tf, image, (pixels) => this.classifyPixels(pixels));
   }
 
   /** `pixels`: int32 [H, W, 3] 0..255. */

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { RedlineError } from '../../errors.ts';
+import type { RgbImage } from './image.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -81,6 +82,19 @@ export function loadTf(): Promise<Tf> {
     return tf;
   })();
   return ready;
+}
+
+/**
+ * Uploads an image once as the int32 [H, W, 3] 0..255 tensor the nsfw and face models
+ * read, runs `fn` on it, and frees it whatever `fn` does.
+ */
+export async function withPixelTensor<T>(tf: Tf, image: RgbImage, fn: (pixels: import('@tensorflow/tfjs-core').Tensor3D) => Promise<T>): Promise<T> {
+  const pixels = tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
+  try {
+    return await fn(pixels);
+  } finally {
+    pixels.dispose();
+  }
 }
 
 export { require as tfRequire };
