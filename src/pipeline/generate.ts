@@ -281,7 +281,7 @@ export class Generator {
       const t = sampler.timesteps[i]!;
       const x = sampler.scaleModelInput(latents, i);
       const s = perStep[i]!;
-      // UNet batch order [uncond, conds..., concept]: a plain prompt runs [uncond, cond] as before.
+      // uncond first, as diffusers batches it: a plain prompt's UNet input, hence its image, is unchanged.
       const preds = await this.predict(x, B, h, w, t, [s.uncond, ...s.conds, ...(concept ? [concept] : [])]);
       const u = preds[0]!;
       const conds = preds.slice(1, 1 + s.conds.length);
