@@ -596,3 +596,17 @@ export function scatterAdd(data: Value, indices: Value, updates: Value): Value {
 
 /** Natural logarithm. */
 export const log = (x: Value): Value => unary('Log', x);
+
+/** ONNX DepthToSpace, DCR order, on [N, C, H, W]: out[n, c, h*b + i, w*b + j] =
+ * x[n, (i*b + j) * C/b² + c, h, w], i.e. channel block k of C/b² holds the output pixels at
+ * offset (k / b, k % b) of every b x b cell. */
+export function depthToSpace(x: Value, blocksize: number): Value {
+  const op = 'DepthToSpace';
+  if (x.rank !== 4) fail(op, `input ${x} must be [N, C, H, W]`);
+  if (!Number.isInteger(blocksize) || blocksize < 1) fail(op, `block size ${blocksize} must be a positive integer`);
+  const c = x.shape[1]!;
+  const b2 = blocksize * blocksize;
+  if (typeof c !== 'number' || c % b2 !== 0) fail(op, `${c} channels of ${x} are not divisible by ${b2}`);
+  const shape = [x.shape[0]!, c / b2, mulDim(x.shape[2]!, blocksize), mulDim(x.shape[3]!, blocksize)];
+  return x.graph.addNode(op, [x], [{ dtype: x.dtype, shape }], { blocksize: attr.int(blocksize), mode: attr.string('DCR') })[0]!;
+}

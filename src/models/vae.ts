@@ -2,13 +2,46 @@
 // and log-variance) and a decoder (latent -> image in [-1, 1]). Sizes come from the
 // model's own diffusers config, so any SD 1.x-family VAE width or depth works. Weights are
 // taken by diffusers parameter names.
-import { Graph, type Value } from '../graph/graph.ts';
+import { Graph, GraphBuildError, type Value } from '../graph/graph.ts';
 import * as op from '../graph/ops.ts';
 import type { VAEConfig } from './checkpoint/configs.ts';
 import { bindParams, type ParamBinder, type WeightSource } from './weights.ts';
 
 /** diffusers builds every VAE norm with eps 1e-6 (resnets, attention, conv_norm_out). */
 const VAE_NORM_EPS = 1e-6;
+
+// Row i of PHASE_TAPS[p] sums the 3x3 kernel taps that read input offset i - 1 + p for output
+// phase p of a 2x nearest upsampling (0: even rows or columns, 1: odd).
+const PHASE_TAPS = [
+  [[1, 0, 0], [0, 1, 1]],
+  [[1, 1, 0], [0, 0, 1]],
+] as const;
+
+/**
+ * Conv2d(3x3, padding 1) of a 2x nearest-upsampled `x` (diffusers' Upsample2D), computed at
+ * the input's resolution: the four pixels of each 2x2 output cell each read only 2x2
+ * distinct input pixels, so they are four 2x2 convolutions of `x` whose kernels sum the 3x3
+ * taps landing on the same input pixel (sums ORT folds once at load). That is 16
+ * multiply-adds per input pixel and channel pair instead of 36, and the 4x larger upsampled
+ * tensor is never materialised. Equal to upsample + conv up to float32 rounding of the tap
+ * sums. `w` [Co, Ci, 3, 3], `b` [Co].
+ */
+export function upsampleConv3x3(x: Value, w: Value, b: Value): Value {
+  if (w.rank !== 4 || w.shape[2] !== 3 || w.shape[3] !== 3) throw new GraphBuildError(`upsampleConv3x3: weight ${w} must be [Co, Ci, 3, 3]`);
+  const g = x.graph;
+  const rowTaps = PHASE_TAPS.map((m) => op.constant(g, w.dtype, m.flat(), [2, 3], 'upsample_row_taps'));
+  const colTaps = PHASE_TAPS.map((m) => op.constant(g, w.dtype, [0, 1, 2].flatMap((j) => m.map((row) => row[j]!)), [3, 2], 'upsample_col_taps'));
+  const phases: Value[] = [];
+  for (let r = 0; r < 2; r++) {
+    for (let c = 0; c < 2; c++) {
+      const k = op.matmul(rowTaps[r]!, op.matmul(w, colTaps[c]!));
+      // pads [top, left, bottom, right]: even phases read offsets -1..0, odd ones 0..+1
+      phases.push(op.conv(x, k, b, { pads: [1 - r, 1 - c, r, c] }));
+    }
+  }
+  // channel block 2r + c holds phase (r, c): DepthToSpace (DCR) interleaves them
+  return op.depthToSpace(op.concat(phases, 1), 2);
+}
 
 class VaeBuilder {
   readonly param: ParamBinder;
@@ -99,7 +132,10 @@ export function buildVaeDecoder(cfg: VAEConfig, weights: WeightSource): Graph {
   const levels = cfg.block_out_channels.length;
   for (let i = 0; i < levels; i++) {
     for (let j = 0; j <= cfg.layers_per_block; j++) h = b.resnet(h, `decoder.up_blocks.${i}.resnets.${j}`);
-    if (i < levels - 1) h = b.conv(op.upsampleNearest(h, 2), `decoder.up_blocks.${i}.upsamplers.0.conv`, 1);
+    if (i < levels - 1) {
+      const p = `decoder.up_blocks.${i}.upsamplers.0.conv`;
+      h = upsampleConv3x3(h, b.param(`${p}.weight`), b.param(`${p}.bias`));
+    }
   }
   g.output('image', b.tail(h, 'decoder'));
   return g;
