@@ -10,7 +10,7 @@
 import Database from 'better-sqlite3';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { stringify } from 'yaml';
 import { AuditLog } from '../../src/safety/audit/audit-log.ts';
 import { defaultPolicy, loadPolicy } from '../../src/safety/policy/policy.ts';
@@ -75,12 +75,11 @@ describe('production wiring on the golden model with a blocking test policy', ()
   let dataDir: string;
   let key: string;
   let callerId: string;
-  const saved = { policy: process.env.REDLINE_POLICY, model: process.env.REDLINE_MODEL };
 
   beforeAll(async () => {
     dataDir = tempDir('integration');
-    process.env.REDLINE_POLICY = writeTestPolicy(tempDir('integration-policy'));
-    process.env.REDLINE_MODEL = modelPath;
+    vi.stubEnv('REDLINE_POLICY', writeTestPolicy(tempDir('integration-policy')));
+    vi.stubEnv('REDLINE_MODEL', modelPath);
     const components: ServiceComponents = await createDefaultComponents({ dataDir, role: 'server' });
     server = await buildServer({ dataDir, components, logger: false });
     base = await server.app.listen({ host: '127.0.0.1', port: 0 });
@@ -91,10 +90,7 @@ describe('production wiring on the golden model with a blocking test policy', ()
 
   afterAll(async () => {
     await server?.close();
-    for (const [k, v] of [['REDLINE_POLICY', saved.policy], ['REDLINE_MODEL', saved.model]] as const) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
+    vi.unstubAllEnvs();
   });
 
   it('consults the semantic layer, blocks both generated images, stores none, and writes one audit row per block', async () => {

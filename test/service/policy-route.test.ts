@@ -3,12 +3,10 @@
 // `redline serve`; only the generation backend is the procedural test one.
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { HARD_BLOCKED_CATEGORIES } from '../../src/safety/categories.ts';
-import { buildServer, type RedlineServer } from '../../src/service/server.ts';
 import { safetyComponents } from '../../src/service/components.ts';
-import { bearer, tempDir } from './support/harness.ts';
-import { makeTestComponents } from './support/procedural-components.ts';
+import { bearer, startHarness, tempDir, type Harness } from './support/harness.ts';
 
 // Values that differ from the default policy, so the body can only match if this file is
 // the one in force.
@@ -46,38 +44,29 @@ audit:
 `;
 const SALT = 'salt-8f3a1c-never-leaves-the-server';
 
-let server: RedlineServer;
-let base: string;
+let h: Harness;
 let dataDir: string;
-const keys: Record<string, string> = {};
-const saved = { policy: process.env.REDLINE_POLICY, salt: process.env.REDLINE_POLICY_ROUTE_TEST_SALT };
 
 beforeAll(async () => {
   dataDir = tempDir('policy-route');
   const policyPath = join(dataDir, 'studio-policy.yaml');
   writeFileSync(policyPath, POLICY_YAML);
-  process.env.REDLINE_POLICY = policyPath;
-  process.env.REDLINE_POLICY_ROUTE_TEST_SALT = SALT;
-  const safety = await safetyComponents({ dataDir, role: 'server' });
-  server = await buildServer({ dataDir, components: { ...makeTestComponents({ stepMs: 0 }), ...safety }, logger: false });
-  base = await server.app.listen({ host: '127.0.0.1', port: 0 });
-  for (const role of ['viewer', 'creator', 'studio', 'admin']) keys[role] = server.ctx.store.createKey(role, role).key;
+  vi.stubEnv('REDLINE_POLICY', policyPath);
+  vi.stubEnv('REDLINE_POLICY_ROUTE_TEST_SALT', SALT);
+  h = await startHarness({ dataDir, backend: { stepMs: 0 }, components: await safetyComponents({ dataDir, role: 'server' }) });
 }, 120_000);
 
 afterAll(async () => {
-  await server?.close();
-  for (const [name, value] of [['REDLINE_POLICY', saved.policy], ['REDLINE_POLICY_ROUTE_TEST_SALT', saved.salt]] as const) {
-    if (value === undefined) delete process.env[name];
-    else process.env[name] = value;
-  }
+  await h?.close();
+  vi.unstubAllEnvs();
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
-const getPolicy = (headers: Record<string, string> = {}) => fetch(`${base}/api/v1/admin/policy`, { headers });
+const getPolicy = (headers: Record<string, string> = {}) => fetch(`${h.base}/api/v1/admin/policy`, { headers });
 
 describe('GET /api/v1/admin/policy', () => {
   it('gives an admin the policy in force', async () => {
-    const res = await getPolicy(bearer(keys.admin!));
+    const res = await getPolicy(bearer(h.keys.admin));
     expect(res.status).toBe(200);
     const body = (await res.json()) as Record<string, unknown>;
     expect(body.source).toContain('studio-policy.yaml');
@@ -105,15 +94,15 @@ describe('GET /api/v1/admin/policy', () => {
   });
 
   it('never sends the audit salt or the salt variable', async () => {
-    const text = await (await getPolicy(bearer(keys.admin!))).text();
+    const text = await (await getPolicy(bearer(h.keys.admin))).text();
     expect(text).not.toContain(SALT);
     expect(text).not.toContain('REDLINE_POLICY_ROUTE_TEST_SALT');
     expect(text).not.toContain('Jane Example');
   });
 
   it('refuses non-admin roles with 403 and anonymous callers with 401', async () => {
-    for (const role of ['viewer', 'creator', 'studio']) {
-      const res = await getPolicy(bearer(keys[role]!));
+    for (const role of ['viewer', 'creator', 'studio'] as const) {
+      const res = await getPolicy(bearer(h.keys[role]));
       expect(res.status, role).toBe(403);
       expect(await res.text()).not.toContain('studio-policy.yaml');
     }
