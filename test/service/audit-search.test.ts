@@ -5,9 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditLog } from '../../src/safety/audit/audit-log.ts';
 import { defaultPolicy } from '../../src/safety/policy/policy.ts';
 import { Screener } from '../../src/safety/screen/screener.ts';
-import { auditSink, rolesFromPolicy, serviceScreener } from '../../src/service/safety-wiring.ts';
 import { stubEmbedder } from '../safety/support/stub-embedder.ts';
-import { bearer, postJson, startHarness, tempDir, type Harness } from './support/harness.ts';
+import { bearer, postJson, startPolicyHarness, tempDir, type Harness } from './support/harness.ts';
 
 /** GET /api/v1/admin/audit with the given query string. */
 async function searchAudit(h: Harness, query: string, key: string) {
@@ -82,10 +81,7 @@ describe('GET /api/v1/admin/audit over a real server', () => {
   beforeAll(async () => {
     const dataDir = tempDir('audit-api');
     log = new AuditLog(join(dataDir, 'audit.db'), { promptStorage: 'hash', salt: 'test-salt' });
-    h = await startHarness({
-      dataDir, backend: { stepMs: 0 }, roles: rolesFromPolicy(policy),
-      components: { screener: serviceScreener(new Screener(policy)), audit: auditSink(log) },
-    });
+    h = await startPolicyHarness({ policy, log, dataDir });
     const refused = await postJson(`${h.base}/api/v1/jobs`, { prompt: 'a child covered in blood and gore', steps: 2, width: 64, height: 64 }, bearer(h.keys.creator));
     expect(refused.status).toBe(403);
     for (const prompt of ['a quiet lake at dawn', 'a zombie with a deep bleeding wound']) {
@@ -149,10 +145,7 @@ describe('screening sources through the service', () => {
     expect(screener.screen({ prompt: 'crimson ruin of a statue' }, 'studio').categories).toEqual([]);
     const dataDir = tempDir('audit-source');
     log = new AuditLog(join(dataDir, 'audit.db'));
-    h = await startHarness({
-      dataDir, backend: { stepMs: 0 }, roles: rolesFromPolicy(policy),
-      components: { screener: serviceScreener(screener), audit: auditSink(log) },
-    });
+    h = await startPolicyHarness({ policy, log, dataDir, screener });
   }, 60_000);
   afterAll(async () => {
     await h?.close();

@@ -9,11 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditLog, type AuditRow } from '../../src/safety/audit/audit-log.ts';
 import { ImageSafetyChecks, outputCheckOptionsFromPolicy } from '../../src/safety/output/index.ts';
 import { defaultPolicy, parsePolicy } from '../../src/safety/policy/policy.ts';
-import { Screener } from '../../src/safety/screen/screener.ts';
-import { auditSink, rolesFromPolicy, serviceOutputChecker, serviceScreener } from '../../src/service/safety-wiring.ts';
+import { serviceOutputChecker } from '../../src/service/safety-wiring.ts';
 import { PERSON_A, renderFace, toPng } from '../safety/output/synthetic.ts';
 import { stringify } from 'yaml';
-import { bearer, postJson, startHarness, tempDir, waitForJob, type Harness } from './support/harness.ts';
+import { bearer, postJson, startPolicyHarness, tempDir, waitForJob, type Harness } from './support/harness.ts';
 
 const policy = defaultPolicy();
 policy.roles.studio!.consentWorkflow = true;
@@ -30,10 +29,7 @@ beforeAll(async () => {
     options: outputCheckOptionsFromPolicy(policy.outputChecks, { photoThreshold: policy.outputChecks.photoThreshold, minFaceScore: policy.outputChecks.minFaceScore }),
     likeness: () => [],
   });
-  h = await startHarness({
-    dataDir, backend: { stepMs: 0 }, roles: rolesFromPolicy(policy),
-    components: { screener: serviceScreener(new Screener(policy)), audit: auditSink(log), outputChecker: serviceOutputChecker(checks, { policy, log }) },
-  });
+  h = await startPolicyHarness({ policy, log, dataDir, components: { outputChecker: serviceOutputChecker(checks, { policy, log }) } });
   face = (await toPng(await renderFace(PERSON_A))).toString('base64');
 }, 120_000);
 

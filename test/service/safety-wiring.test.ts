@@ -5,14 +5,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditLog } from '../../src/safety/audit/audit-log.ts';
 import { defaultPolicy } from '../../src/safety/policy/policy.ts';
 import { parseDelimited } from '../../src/safety/screen/prompt-table.ts';
-import { Screener } from '../../src/safety/screen/screener.ts';
 import { checkProvenance, loadSigningIdentity } from '../../src/safety/provenance/index.ts';
-import { auditSink, rolesFromPolicy, serviceProvenance, serviceScreener } from '../../src/service/safety-wiring.ts';
+import { serviceProvenance } from '../../src/service/safety-wiring.ts';
 import { safetyComponents } from '../../src/service/components.ts';
 import { buildServer } from '../../src/service/server.ts';
 import { redteamDir } from '../helpers/golden.ts';
 import { ProceduralBackend } from './support/procedural-components.ts';
-import { bearer, postJson, startHarness, tempDir, type Harness } from './support/harness.ts';
+import { bearer, postJson, startHarness, startPolicyHarness, tempDir, type Harness } from './support/harness.ts';
 
 // The service with the real policy screener and audit log of src/safety in its request
 // path (the generator is still the procedural double).
@@ -29,10 +28,7 @@ describe('service with the safety layer wired in', () => {
   beforeAll(async () => {
     const dataDir = tempDir('safety');
     log = new AuditLog(join(dataDir, 'audit.db'));
-    h = await startHarness({
-      dataDir, backend: { stepMs: 0 }, roles: rolesFromPolicy(policy),
-      components: { screener: serviceScreener(new Screener(policy)), audit: auditSink(log) },
-    });
+    h = await startPolicyHarness({ policy, log, dataDir });
   });
   afterAll(async () => {
     await h.close();

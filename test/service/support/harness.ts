@@ -2,6 +2,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RoleCaps, ServiceComponents } from '../../../src/service/backend.ts';
+import type { AuditLog } from '../../../src/safety/audit/audit-log.ts';
+import type { Policy } from '../../../src/safety/policy/policy.ts';
+import { Screener as PolicyScreener } from '../../../src/safety/screen/screener.ts';
+import { auditSink, rolesFromPolicy, serviceScreener } from '../../../src/service/safety-wiring.ts';
 import { buildServer, type RedlineServer, type ServerOptions } from '../../../src/service/server.ts';
 import { makeTestComponents, type ProceduralOptions } from './procedural-components.ts';
 
@@ -52,6 +56,23 @@ export async function startHarness(opts: {
       if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The harness with src/safety in the request path: the policy's screener (or the one given,
+ * e.g. with a semantic embedder), its role caps, and an audit sink on `log`.
+ */
+export function startPolicyHarness(opts: {
+  policy: Policy;
+  log: AuditLog;
+  dataDir: string;
+  screener?: PolicyScreener;
+  components?: Partial<ServiceComponents>;
+}): Promise<Harness> {
+  return startHarness({
+    dataDir: opts.dataDir, backend: { stepMs: 0 }, roles: rolesFromPolicy(opts.policy),
+    components: { screener: serviceScreener(opts.screener ?? new PolicyScreener(opts.policy)), audit: auditSink(opts.log), ...opts.components },
+  });
 }
 
 export function bearer(key: string): Record<string, string> {
