@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { Graph } from '../graph/graph.ts';
 import { exportOnnx, writeOnnx, type OnnxExportOptions } from '../graph/onnx.ts';
 import { BYTES_PER_ELEMENT } from '../tensor/dtype.ts';
+import { cacheMaxBytesFromEnv, leaseEntry, pruneCache } from './compile-cache.ts';
 import { Session, type SessionOptions } from './session.ts';
 
 export interface CompileOptions extends SessionOptions, OnnxExportOptions {
@@ -24,6 +25,10 @@ export interface CompileOptions extends SessionOptions, OnnxExportOptions {
    * minute of constant folding and weight reordering). Graphs whose weights have no origin
    * are not cached. */
   cacheDir?: string;
+  /** Size cap of `cacheDir` in bytes: after adding an entry, least-recently-used entries
+   * that no live session uses are evicted until the cache fits (default: the
+   * REDLINE_ONNX_CACHE_MAX_GB environment variable, else 20 GiB). */
+  cacheMaxBytes?: number;
 }
 
 /** Identity of an exported graph: structure, constants and where every weight comes from;
@@ -58,31 +63,12 @@ export function weightBytes(g: Graph): number {
 }
 
 export async function compileGraph(g: Graph, opts: CompileOptions = {}): Promise<Session> {
-  if (weightBytes(g) <= (opts.inMemoryLimit ?? 256 * 2 ** 20)) return Session.create(exportOnnx(g, opts), opts);
   const provider = opts.provider ?? 'cpu';
   const key = opts.cacheDir ? graphCacheKey(g, opts, `${provider}|${ortVersion()}|${cpus()[0]?.model ?? ''}|${opts.optimization ?? 'all'}`) : undefined;
-  if (opts.cacheDir && key) {
-    const dir = join(opts.cacheDir, `${g.name}-${key}`);
-    const modelPath = join(dir, 'model.onnx');
-    if (existsSync(modelPath)) {
-      return Session.create(modelPath, provider === 'cpu' ? { ...opts, optimization: 'disabled' } : opts);
-    }
-    const partial = `${dir}.partial-${process.pid}`;
-    rmSync(partial, { recursive: true, force: true });
-    if (provider !== 'cpu') {
-      // other providers rewrite the graph for their device at load: cache the export only
-      writeOnnx(g, partial, opts);
-      renameSync(partial, dir);
-      return Session.create(modelPath, opts);
-    }
-    const raw = join(partial, 'export');
-    const { modelPath: rawPath } = writeOnnx(g, raw, opts);
-    const session = await Session.create(rawPath, { ...opts, saveOptimizedModel: join(partial, 'model.onnx') });
-    rmSync(raw, { recursive: true, force: true }); // the session keeps its mapped pages
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(partial, dir);
-    return session;
-  }
+  // Cached whatever their size: a hit skips ORT's optimisation (for the VAE decoder, ~5 CPU s
+  // of constant folding and NCHWc weight reordering at every load).
+  if (opts.cacheDir && key) return compileCached(g, opts, opts.cacheDir, key, provider);
+  if (weightBytes(g) <= (opts.inMemoryLimit ?? 256 * 2 ** 20)) return Session.create(exportOnnx(g, opts), opts);
   const dir = opts.workDir ?? mkdtempSync(join(tmpdir(), `redline-${g.name}-`));
   try {
     const { modelPath } = writeOnnx(g, dir, opts);
@@ -90,4 +76,62 @@ export async function compileGraph(g: Graph, opts: CompileOptions = {}): Promise
   } finally {
     if (!opts.workDir) rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** A session on the entry at `dir`, leased until the session is released. */
+async function leasedSession(dir: string, create: () => Promise<Session>): Promise<Session | undefined> {
+  const lease = leaseEntry(dir);
+  if (!lease) return undefined;
+  try {
+    const session = await create();
+    session.onRelease(() => lease.release());
+    return session;
+  } catch (err) {
+    lease.release();
+    throw err;
+  }
+}
+
+async function compileCached(g: Graph, opts: CompileOptions, cacheDir: string, key: string, provider: string): Promise<Session> {
+  const maxBytes = opts.cacheMaxBytes ?? cacheMaxBytesFromEnv();
+  const name = `${g.name}-${key}`;
+  const dir = join(cacheDir, name);
+  const modelPath = join(dir, 'model.onnx');
+  const hitOptions = provider === 'cpu' ? { ...opts, optimization: 'disabled' as const } : opts;
+  if (existsSync(modelPath)) {
+    try {
+      const hit = await leasedSession(dir, () => Session.create(modelPath, hitOptions));
+      if (hit) return hit;
+    } catch (err) {
+      if (existsSync(modelPath)) throw err; // else evicted while loading: build it again
+    }
+  }
+  const partial = `${dir}.partial-${process.pid}`;
+  rmSync(partial, { recursive: true, force: true });
+  let session: Session | undefined;
+  if (provider !== 'cpu') {
+    // other providers rewrite the graph for their device at load: cache the export only
+    writeOnnx(g, partial, opts);
+  } else {
+    const raw = join(partial, 'export');
+    const { modelPath: rawPath } = writeOnnx(g, raw, opts);
+    session = await Session.create(rawPath, { ...opts, saveOptimizedModel: join(partial, 'model.onnx') });
+    rmSync(raw, { recursive: true, force: true }); // the session keeps its mapped pages
+  }
+  rmSync(dir, { recursive: true, force: true });
+  renameSync(partial, dir);
+  const lease = leaseEntry(dir);
+  if (session) {
+    if (lease) session.onRelease(() => lease.release());
+  } else {
+    try {
+      session = await Session.create(modelPath, opts);
+    } catch (err) {
+      lease?.release();
+      throw err;
+    }
+    if (lease) session.onRelease(() => lease.release());
+  }
+  pruneCache(cacheDir, maxBytes, { keep: [name] });
+  return session;
 }

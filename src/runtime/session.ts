@@ -114,6 +114,8 @@ export type Feed = Tensor | ort.Tensor;
 
 /** An ORT session plus the provider it really runs on. */
 export class Session {
+  private readonly releaseHooks: (() => void)[] = [];
+
   private constructor(
     readonly ort: ort.InferenceSession,
     /** The provider the session runs on (cpu after a permitted fallback). */
@@ -170,8 +172,18 @@ export class Session {
     return out;
   }
 
+  /** Runs `fn` once, when the session is released (the compile cache's lease on the model
+   * files the session maps). */
+  onRelease(fn: () => void): void {
+    this.releaseHooks.push(fn);
+  }
+
   async release(): Promise<void> {
-    await this.ort.release();
+    try {
+      await this.ort.release();
+    } finally {
+      for (const fn of this.releaseHooks.splice(0)) fn();
+    }
   }
 }
 
