@@ -16,7 +16,7 @@
 
 import { isFloatDtype, type AnyTypedArray } from '../tensor/dtype.ts';
 import { divDim, formatShape, isSymbolic, productDims, type Dim } from './dims.ts';
-import { GraphBuildError, type Graph, type Node, type Value } from './graph.ts';
+import { attr, GraphBuildError, type Graph, type Node, type Value } from './graph.ts';
 import * as op from './ops.ts';
 
 export interface GradientOptions {
@@ -297,6 +297,14 @@ const RULES: Record<string, Rule> = {
     return [sum, null, null, null];
   },
   MultiHeadAttention: (ctx, node, [gy], needs) => attentionGrad(ctx, node, gy!, needs),
+  // DepthToSpace only moves elements; in DCR mode ONNX's SpaceToDepth is its exact inverse,
+  // so it carries the gradient back (the VAE decoder's upsampler uses it).
+  DepthToSpace: (_ctx, node, [gy]) => {
+    if (attrString(node, 'mode', 'DCR') !== 'DCR') fail(node, 'only DCR mode is differentiable');
+    const x = node.inputs[0]!;
+    const blocksize = attrInt(node, 'blocksize', 0);
+    return [gy!.graph.addNode('SpaceToDepth', [gy!], [{ dtype: x.dtype, shape: x.shape }], { blocksize: attr.int(blocksize) })[0]!];
+  },
 };
 
 function reduceGrad(ctx: Ctx, node: Node, gy: Value, mean: boolean): Value {

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { gradients } from '../../src/graph/autodiff.ts';
 import { Graph, type Node, type Value } from '../../src/graph/graph.ts';
 import * as op from '../../src/graph/ops.ts';
+import { upsampleConv3x3 } from '../../src/models/vae.ts';
 import { exportOnnx } from '../../src/graph/onnx.ts';
 
 function rng(seed: number): () => number {
@@ -134,6 +135,10 @@ const cases: Record<string, Case> = {
   'Resize nearest to a reference size': {
     inputs: [[1, 2, 2, 3], [1, 1, 4, 6]],
     build: (_g, [x, like]) => op.add(op.upsampleNearestTo(x!, like!), like!),
+  },
+  'DepthToSpace (DCR) and the VAE upsampler built on it': {
+    inputs: [[1, 8, 3, 2], [2, 2, 3, 3], [2]],
+    build: (_g, [x, w, b]) => op.add(op.depthToSpace(x!, 2), upsampleConv3x3(op.slice(x!, [0], [2], [1]), w!, b!)),
   },
   'Where': { inputs: [[6], [1]], build: (g, [a, b]) => op.where(op.less(op.constant(g, 'f32', [1, 0, 1, 0, 0, 1]), 0.5), a!, b!) },
   'MultiHeadAttention (self, 2 heads)': { inputs: [[2, 3, 8], [2, 3, 8], [2, 3, 8]], build: (_g, [q, k, v]) => op.multiHeadAttention(q!, k!, v!, 2) },
