@@ -9,10 +9,14 @@ export interface SceneDatasetOptions {
   count: number;
   seed: number;
   size?: number;
-  /** Splatter level per image: a fixed level, or 'graded' to cycle 0..3 (demo adapter data). */
-  splatter?: SplatterLevel | 'graded';
+  /** Splatter level per image: a fixed level, 'graded' to cycle 0..3, or a list of levels
+   * to cycle through (demo adapter data). */
+  splatter?: SplatterLevel | 'graded' | readonly SplatterLevel[];
   /** Append `intensity:N` to captions (the trainer's graded-intensity signal). */
   intensityTags?: boolean;
+  /** Name the splatter in the caption ("some red paint splatter"); default true. An adapter
+   * meant to add the effect to any prompt is trained with captions that do not name it. */
+  describeSplatter?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -22,12 +26,13 @@ export async function writeSceneDataset(dir: string, opts: SceneDatasetOptions):
   const size = opts.size ?? 128;
   const specs: SceneSpec[] = [];
   for (let i = 0; i < opts.count; i++) {
-    const level: SplatterLevel = opts.splatter === 'graded' ? ((i % 4) as SplatterLevel) : (opts.splatter ?? 0);
+    const cycle: readonly SplatterLevel[] = opts.splatter === 'graded' ? [0, 1, 2, 3] : Array.isArray(opts.splatter) ? opts.splatter : [(opts.splatter ?? 0) as SplatterLevel];
+    const level = cycle[i % cycle.length]!;
     const spec = sampleScene(rng, level);
     const name = `scene_${String(i).padStart(5, '0')}`;
     const rgb = renderScene(spec, size, size);
     await sharp(rgb, { raw: { width: size, height: size, channels: 3 } }).png().toFile(join(dir, `${name}.png`));
-    writeFileSync(join(dir, `${name}.txt`), `${captionOf(spec, { intensityTag: opts.intensityTags ?? false })}\n`);
+    writeFileSync(join(dir, `${name}.txt`), `${captionOf(spec, { intensityTag: opts.intensityTags ?? false, describeSplatter: opts.describeSplatter ?? true })}\n`);
     specs.push(spec);
     opts.onProgress?.(i + 1, opts.count);
   }

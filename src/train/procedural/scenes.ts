@@ -58,10 +58,10 @@ export function sampleScene(rng: SeededRandom, splatter: SplatterLevel = 0): Sce
   };
 }
 
-export function captionOf(spec: SceneSpec, { intensityTag = false } = {}): string {
+export function captionOf(spec: SceneSpec, { intensityTag = false, describeSplatter = true } = {}): string {
   const bg = spec.background === 'plain' ? spec.backgroundColor : `${spec.backgroundColor} ${spec.background}`;
   let text = `a ${spec.size} ${spec.color} ${spec.shape} ${POSITION_PHRASE[spec.position]}, ${bg} background`;
-  if (spec.splatter > 0) text += `, ${['', 'a few', 'some', 'heavy'][spec.splatter]} red paint splatter`;
+  if (spec.splatter > 0 && describeSplatter) text += `, ${['', 'a few', 'some', 'heavy'][spec.splatter]} red paint splatter`;
   if (intensityTag) text += `, intensity:${spec.splatter}`;
   return text;
 }
