@@ -11,3 +11,12 @@ export const EMBEDDED_MODEL_PATH = resolve(dirname(fileURLToPath(import.meta.url
 export function embeddedModelPath(): string | null {
   return existsSync(join(EMBEDDED_MODEL_PATH, 'model_index.json')) ? EMBEDDED_MODEL_PATH : null;
 }
+
+/** The demo adapters trained for the embedded model ("splatter", with its calibration
+ * sidecar), in A1111's models/Lora layout. */
+export const EMBEDDED_ADAPTERS_PATH = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'models', 'Lora');
+
+/** The embedded adapters' folder, or null when this checkout has none. */
+export function embeddedAdaptersPath(): string | null {
+  return existsSync(EMBEDDED_ADAPTERS_PATH) ? EMBEDDED_ADAPTERS_PATH : null;
+}

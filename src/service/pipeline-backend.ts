@@ -13,7 +13,7 @@ import { type AdapterRequest, Generator } from '../pipeline/generate.ts';
 import { decodeImage, encodePng } from '../pipeline/image.ts';
 import { generationInfotext } from '../pipeline/infotext.ts';
 import { StableDiffusionModel } from '../pipeline/model.ts';
-import { embeddedModelPath } from '../pipeline/embedded.ts';
+import { embeddedAdaptersPath, embeddedModelPath } from '../pipeline/embedded.ts';
 import type { Provider } from '../runtime/session.ts';
 import { resolveSamplerName, SAMPLER_NAMES } from '../sampling/index.ts';
 import type { IntensityLevel } from '../safety/categories.ts';
@@ -81,8 +81,11 @@ export class PipelineBackend implements GenerationBackend {
     await b.rescan();
     const embedded = embeddedModelPath();
     if (!opts.model && b.models.length === 0 && embedded) {
-      // first run with no checkpoints configured: the embedded default model
+      // first run with no checkpoints configured: the embedded default model, and its demo
+      // adapters unless a LoRA folder of the operator's exists
       b.opts.model = embedded;
+      const adapters = embeddedAdaptersPath();
+      if (adapters && !(opts.lorasDir && existsSync(opts.lorasDir))) b.opts.lorasDir = adapters;
       await b.rescan();
     }
     const first = b.opts.model ? b.findModel(b.opts.model) : b.models[0];

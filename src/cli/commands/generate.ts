@@ -8,7 +8,7 @@ import { Generator, resolveRequest } from '../../pipeline/generate.ts';
 import { decodeImage, encodePng } from '../../pipeline/image.ts';
 import { generationInfotext } from '../../pipeline/infotext.ts';
 import { StableDiffusionModel } from '../../pipeline/model.ts';
-import { embeddedModelPath } from '../../pipeline/embedded.ts';
+import { embeddedAdaptersPath, embeddedModelPath } from '../../pipeline/embedded.ts';
 import { PROVIDERS, type Provider } from '../../runtime/session.ts';
 import { checkRngSource, SAMPLER_NAMES } from '../../sampling/index.ts';
 import { applyProvenance, defaultDataDir, loadSigningIdentity } from '../../safety/provenance/index.ts';
@@ -36,7 +36,8 @@ const HELP = `Usage: redline generate --prompt TEXT [options]
   --batch-count N       batches run one after another (default 1)
   --clip-skip N         A1111 clip skip (default 1)
   --lora-dir DIR        folder of LoRA files named by <lora:name:...> tags
-                        (default $REDLINE_LORAS_DIR or models/Lora)
+                        (default $REDLINE_LORAS_DIR, ./models/Lora, or the embedded
+                        model's demo adapters)
   --init-image FILE     img2img: PNG/JPEG/WebP init image (resized to W x H)
   --strength S          img2img denoising strength in (0, 1] (default 0.75)
   --device NAME         ${PROVIDERS.join(', ')} (default cpu)
@@ -129,7 +130,8 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (screening.verdict === 'clamp' && !values.json) console.error(`redline: ${screening.reason}`);
   // <lora:name:w> / <lora:name:te:unet> tags name files in the LoRA folder, as in A1111.
-  const loraDir = resolve(values['lora-dir'] ?? process.env.REDLINE_LORAS_DIR ?? 'models/Lora');
+  // default: ./models/Lora as A1111 has it, else the embedded model's demo adapters
+  const loraDir = resolve(values['lora-dir'] ?? process.env.REDLINE_LORAS_DIR ?? (existsSync('models/Lora') ? 'models/Lora' : (embeddedAdaptersPath() ?? 'models/Lora')));
   request.adapters = request.loraTags.map((t) => {
     const file = ['.safetensors', ''].map((ext) => join(loraDir, `${t.name}${ext}`)).find((p) => existsSync(p) && statSync(p).isFile());
     if (!file) {
