@@ -3,6 +3,7 @@
 // model's own diffusers config, so any SD 1.x-family VAE width or depth works. Weights are
 // taken by diffusers parameter names.
 import { Graph, GraphBuildError, type Value } from '../graph/graph.ts';
+import { setGraphSessionDefaults } from '../runtime/compile.ts';
 import * as op from '../graph/ops.ts';
 import type { VAEConfig } from './checkpoint/configs.ts';
 import { bindParams, type ParamBinder, type WeightSource } from './weights.ts';
@@ -138,5 +139,9 @@ export function buildVaeDecoder(cfg: VAEConfig, weights: WeightSource): Graph {
     }
   }
   g.output('image', b.tail(h, 'decoder'));
+  // ORT reserves its memory-pattern block outside the arena and maps it afresh on the first
+  // runs of a session: ~240k page faults (~3.6 CPU s here) per 512x512 decode. From the
+  // arena, the memory is kept after the first decode, and peak RSS is 0.6 GB lower.
+  setGraphSessionDefaults(g, { memPattern: false });
   return g;
 }

@@ -62,7 +62,20 @@ export function weightBytes(g: Graph): number {
   return n;
 }
 
-export async function compileGraph(g: Graph, opts: CompileOptions = {}): Promise<Session> {
+/** Session options found best for particular graphs by measurement, set by their builders. */
+export type GraphSessionDefaults = Pick<SessionOptions, 'memPattern'>;
+
+const graphDefaults = new WeakMap<Graph, GraphSessionDefaults>();
+
+/** Records session options that suit `g` (e.g. the VAE decoder runs faster without ORT's
+ * memory pattern); compileGraph applies them unless its caller sets the same options. */
+export function setGraphSessionDefaults(g: Graph, defaults: GraphSessionDefaults): void {
+  graphDefaults.set(g, { ...graphDefaults.get(g), ...defaults });
+}
+
+export async function compileGraph(g: Graph, callerOpts: CompileOptions = {}): Promise<Session> {
+  const opts: CompileOptions = { ...graphDefaults.get(g) };
+  for (const [k, v] of Object.entries(callerOpts)) if (v !== undefined) (opts as Record<string, unknown>)[k] = v;
   const provider = opts.provider ?? 'cpu';
   const key = opts.cacheDir ? graphCacheKey(g, opts, `${provider}|${ortVersion()}|${cpus()[0]?.model ?? ''}|${opts.optimization ?? 'all'}`) : undefined;
   // Cached whatever their size: a hit skips ORT's optimisation (for the VAE decoder, ~5 CPU s

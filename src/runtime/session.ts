@@ -32,8 +32,8 @@ export interface SessionOptions {
   prepack?: boolean;
   /** CPU memory arena (default true: steps reuse the same buffers instead of fresh pages). */
   memArena?: boolean;
-  /** ORT's memory pattern: plan every intermediate into one block per run (default false,
-   * see DEFAULT_MEM_PATTERN). */
+  /** ORT's memory pattern: plan every intermediate into one block per run (default true;
+   * see src/runtime/README.md for when it costs more than it saves). */
   memPattern?: boolean;
   /** Write an ORT profile (JSON) with this file prefix. */
   profilePrefix?: string;
@@ -48,13 +48,6 @@ export interface SessionOptions {
 /** Off: a cached model then loads in about a second; prepacking saves ~11% per step but
  * copies every weight at load (src/runtime/README.md has the measurements). */
 export const DEFAULT_PREPACK = false;
-
-/** Off: ORT reserves the memory-pattern block outside its arena, so every run maps it
- * afresh and frees it at the end: for the VAE decoder at 512x512 that is ~240k page faults
- * (~1 GB, ~3.6 CPU s at ~15 us per fresh page here) on every decode. Without the pattern,
- * intermediates come from the arena, which keeps its memory between runs: the second
- * decode faults nothing, and peak RSS fell from 2.4 to 1.8 GB (bench/vae-decode.ts). */
-export const DEFAULT_MEM_PATTERN = false;
 
 const ORT_TYPES: Partial<Record<DType, ort.Tensor.Type>> = {
   f32: 'float32', f16: 'float16', f64: 'float64', i64: 'int64', i32: 'int32', i16: 'int16', i8: 'int8', u8: 'uint8', bool: 'bool',
@@ -102,7 +95,7 @@ function ortOptions(provider: Provider, o: SessionOptions): ort.InferenceSession
     interOpNumThreads: 1,
     executionMode: 'sequential',
     enableCpuMemArena: o.memArena ?? true,
-    enableMemPattern: o.memPattern ?? DEFAULT_MEM_PATTERN,
+    enableMemPattern: o.memPattern ?? true,
     logSeverityLevel: ({ verbose: 0, info: 1, warning: 2, error: 3, fatal: 4 } as const)[o.logLevel ?? 'error'],
     ...(o.profilePrefix ? { enableProfiling: true, profileFilePrefix: o.profilePrefix } : {}),
     ...(o.saveOptimizedModel ? { optimizedModelFilePath: o.saveOptimizedModel } : {}),
