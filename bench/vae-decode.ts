@@ -5,8 +5,10 @@
 // peak RSS. Weights are random fp16 at SD 1.5's VAE config, written by this benchmark.
 //
 //   npx tsx bench/vae-decode.ts [--runs 2] [--size 512] [--threads N] [--cache] [--hugepages]
-//                               [--profile PREFIX] [--keep DIR]
+//                               [--tiled] [--profile PREFIX] [--keep DIR]
 //
+// --tiled: decodeTiled (diffusers' tiled_decode: 64-latent tiles, 25% overlap); sizes up to
+// 512 are one tile, so compare at --size 768 or more.
 // --hugepages: the measuring process runs with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, so
 // malloc asks for transparent huge pages (THP in 'madvise' mode here): one fault per 2 MiB
 // instead of per 4 KiB when ORT's arena first touches its memory.
@@ -25,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { SD15_CONFIGS } from '../src/models/checkpoint/configs.ts';
 import { vaeKeyMap } from '../src/models/checkpoint/sd15-keymap.ts';
 import { MappedWeightSource, type StoredTensor } from '../src/models/checkpoint/weight-source.ts';
-import { buildVaeDecoder } from '../src/models/vae.ts';
+import { buildVaeDecoder, decodeTiled } from '../src/models/vae.ts';
 import { compileGraph } from '../src/runtime/compile.ts';
 import { SafetensorsFile, writeSafetensors } from '../src/tensor/safetensors.ts';
 import { Tensor } from '../src/tensor/tensor.ts';
@@ -83,7 +85,7 @@ function profileByOp(path: string): Record<string, { ms: number; nodes: number }
   );
 }
 
-async function measure(dir: string, o: { runs: number; size: number; threads?: number; profile?: string; cache?: string }): Promise<void> {
+async function measure(dir: string, o: { runs: number; size: number; threads?: number; profile?: string; cache?: string; tiled?: boolean }): Promise<void> {
   const cfg = SD15_CONFIGS.vae;
   const loadAvg = loadavg().map(r2);
   const file = SafetensorsFile.open(join(dir, WEIGHTS));
@@ -111,7 +113,7 @@ async function measure(dir: string, o: { runs: number; size: number; threads?: n
     const w = performance.now();
     const c = cpu();
     const f = minorFaults();
-    image = (await session.run({ latent }, ['image'])).image!;
+    image = o.tiled ? await decodeTiled(session, latent, cfg) : (await session.run({ latent }, ['image'])).image!;
     wall.push((performance.now() - w) / 1000);
     cpuS.push(cpu() - c);
     faults.push(minorFaults() - f);
@@ -127,6 +129,7 @@ async function measure(dir: string, o: { runs: number; size: number; threads?: n
         model: 'SD 1.5 VAE decoder (random fp16 weights)',
         size: `${o.size}x${o.size}`,
         threads: o.threads ?? 'all cores',
+        tiled: !!o.tiled,
         malloc_hugepages: process.env.GLIBC_TUNABLES?.includes('glibc.malloc.hugetlb=1') ?? false,
         session: o.cache ? 'compile cache hit (ORT-optimised model mapped)' : 'built and optimised by ORT at load',
         load_avg_at_start_1_5_15m: loadAvg,
@@ -156,6 +159,7 @@ async function main(): Promise<void> {
       profile: { type: 'string' },
       cache: { type: 'boolean' },
       hugepages: { type: 'boolean' },
+      tiled: { type: 'boolean' },
       keep: { type: 'string' },
       role: { type: 'string' },
       dir: { type: 'string' },
@@ -163,7 +167,7 @@ async function main(): Promise<void> {
     },
   });
   if (values.help) {
-    console.log('npx tsx bench/vae-decode.ts [--runs 2] [--size 512] [--threads N] [--cache] [--hugepages] [--profile PREFIX] [--keep DIR]');
+    console.log('npx tsx bench/vae-decode.ts [--runs 2] [--size 512] [--threads N] [--cache] [--hugepages] [--tiled] [--profile PREFIX] [--keep DIR]');
     return;
   }
   const size = Number(values.size);
@@ -181,6 +185,7 @@ async function main(): Promise<void> {
       ...(values.threads ? { threads: Number(values.threads) } : {}),
       ...(values.profile ? { profile: values.profile } : {}),
       ...(values.cache ? { cache: join(values.dir!, 'compile-cache') } : {}),
+      ...(values.tiled ? { tiled: true } : {}),
     });
   }
   const dir = values.keep ?? mkdtempSync(join(tmpdir(), 'redline-bench-vae-'));

@@ -3,7 +3,10 @@
 // model's own diffusers config, so any SD 1.x-family VAE width or depth works. Weights are
 // taken by diffusers parameter names.
 import { Graph, GraphBuildError, type Value } from '../graph/graph.ts';
+import { RedlineError } from '../errors.ts';
 import { setGraphSessionDefaults } from '../runtime/compile.ts';
+import type { Session } from '../runtime/session.ts';
+import { Tensor } from '../tensor/tensor.ts';
 import * as op from '../graph/ops.ts';
 import type { VAEConfig } from './checkpoint/configs.ts';
 import { bindParams, type ParamBinder, type WeightSource } from './weights.ts';
@@ -144,4 +147,121 @@ export function buildVaeDecoder(cfg: VAEConfig, weights: WeightSource): Graph {
   // arena, the memory is kept after the first decode, and peak RSS is 0.6 GB lower.
   setGraphSessionDefaults(g, { memPattern: false });
   return g;
+}
+
+export interface TiledDecodeOptions {
+  /** Latent tile size (default as diffusers: sample_size / 2^(levels - 1), 64 for SD 1.5). */
+  tileLatent?: number;
+  /** Fraction of a tile shared with its neighbour (default 0.25, as diffusers). */
+  overlap?: number;
+}
+
+/**
+ * Tiled decoding, as diffusers' `AutoencoderKL.tiled_decode` (`vae.enable_tiling()`) does it:
+ * latent tiles of `tileLatent` at a stride of `tileLatent * (1 - overlap)`, each decoded on its
+ * own (peak memory of one tile, whatever the image size), neighbours blended linearly over
+ * `overlap` of a tile. Latents no larger than a tile decode in one piece, unchanged. Tiled
+ * results differ from a whole decode (group norms see one tile's statistics), as in diffusers.
+ * `decoder`: a session of buildVaeDecoder; `latent` [B, C, h, w] already divided by the scaling
+ * factor. Returns the image [B, out_channels, 8h, 8w] (8: 2^(levels - 1)).
+ */
+export async function decodeTiled(decoder: Session, latent: Tensor, cfg: VAEConfig, opts: TiledDecodeOptions = {}): Promise<Tensor> {
+  if (latent.dtype !== 'f32' || latent.shape.length !== 4) {
+    throw new RedlineError('model_input', `latents must be f32 [batch, ${cfg.latent_channels}, h, w], got ${latent.dtype} [${latent.shape.join(', ')}].`);
+  }
+  const [batch, channels, h, w] = latent.shape as [number, number, number, number];
+  const levels = cfg.block_out_channels.length;
+  const sampleSize = Array.isArray(cfg.sample_size) ? (cfg.sample_size[0] as number) : ((cfg.sample_size as number | undefined) ?? 512);
+  const tileLatent = opts.tileLatent ?? Math.floor(sampleSize / 2 ** (levels - 1));
+  const tileSample = opts.tileLatent !== undefined ? tileLatent * 2 ** (levels - 1) : sampleSize;
+  const overlap = opts.overlap ?? 0.25;
+  if (!Number.isInteger(tileLatent) || tileLatent < 1) throw new RedlineError('model_input', `VAE tile size ${tileLatent} must be a positive whole number of latent pixels.`);
+  if (!(overlap >= 0 && overlap < 1)) throw new RedlineError('model_input', `VAE tile overlap ${overlap} must be at least 0 and below 1.`);
+  const decode = async (z: Tensor): Promise<Tensor> => (await decoder.run({ latent: z }, ['image'])).image!;
+  if (h <= tileLatent && w <= tileLatent) return decode(latent);
+
+  const stride = Math.floor(tileLatent * (1 - overlap));
+  const blendExtent = Math.floor(tileSample * overlap);
+  const rowLimit = tileSample - blendExtent;
+  const src = latent.data as Float32Array;
+  const rows: Tile[][] = [];
+  for (let i = 0; i < h; i += stride) {
+    const row: Tile[] = [];
+    for (let j = 0; j < w; j += stride) {
+      const th = Math.min(tileLatent, h - i);
+      const tw = Math.min(tileLatent, w - j);
+      const z = new Float32Array(batch * channels * th * tw);
+      for (let bc = 0; bc < batch * channels; bc++) {
+        for (let y = 0; y < th; y++) z.set(src.subarray(bc * h * w + (i + y) * w + j, bc * h * w + (i + y) * w + j + tw), (bc * th + y) * tw);
+      }
+      const image = await decode(new Tensor('f32', [batch, channels, th, tw], z));
+      const [, oc, oh, ow] = image.shape as [number, number, number, number];
+      row.push({ data: image.data as Float32Array, planes: batch * oc, h: oh, w: ow });
+    }
+    rows.push(row);
+  }
+  const outChannels = rows[0]![0]!.planes / batch;
+  const factor = 2 ** (levels - 1);
+  const H = rows.reduce((n, row) => n + Math.min(rowLimit, row[0]!.h), 0);
+  const W = rows[0]!.reduce((n, tile) => n + Math.min(rowLimit, tile.w), 0);
+  if (H !== factor * h || W !== factor * w) {
+    throw new RedlineError('model_input', `VAE tiles of ${tileLatent} with overlap ${overlap} do not cover a ${h}x${w} latent exactly (${H}x${W} pixels instead of ${factor * h}x${factor * w}).`, 'Use the default tiling, or a tile size and overlap whose stride times the upscale factor equals the kept part of a tile.');
+  }
+  const out = new Float32Array(batch * outChannels * H * W);
+  let y0 = 0;
+  rows.forEach((row, i) => {
+    let x0 = 0;
+    let rowHeight = 0;
+    row.forEach((tile, j) => {
+      // in place, as diffusers: later blends read the already blended neighbours
+      if (i > 0) blendRows(rows[i - 1]![j]!, tile, blendExtent);
+      if (j > 0) blendColumns(row[j - 1]!, tile, blendExtent);
+      const ch = Math.min(rowLimit, tile.h);
+      const cw = Math.min(rowLimit, tile.w);
+      for (let p = 0; p < tile.planes; p++) {
+        for (let y = 0; y < ch; y++) out.set(tile.data.subarray((p * tile.h + y) * tile.w, (p * tile.h + y) * tile.w + cw), (p * H + y0 + y) * W + x0);
+      }
+      x0 += cw;
+      rowHeight = ch;
+    });
+    y0 += rowHeight;
+  });
+  return new Tensor('f32', [batch, outChannels, H, W], out);
+}
+
+interface Tile {
+  data: Float32Array;
+  /** batch * channels */
+  planes: number;
+  h: number;
+  w: number;
+}
+
+/** b's first rows fade in from a's last ones (diffusers' blend_v, in float32). */
+function blendRows(a: Tile, b: Tile, extent: number): void {
+  const e = Math.min(a.h, b.h, extent);
+  for (let y = 0; y < e; y++) {
+    const wa = Math.fround(1 - y / e);
+    const wb = Math.fround(y / e);
+    for (let p = 0; p < b.planes; p++) {
+      const ra = (p * a.h + a.h - e + y) * a.w;
+      const rb = (p * b.h + y) * b.w;
+      for (let x = 0; x < b.w; x++) b.data[rb + x] = Math.fround(Math.fround(a.data[ra + x]! * wa) + Math.fround(b.data[rb + x]! * wb));
+    }
+  }
+}
+
+/** b's first columns fade in from a's last ones (diffusers' blend_h, in float32). */
+function blendColumns(a: Tile, b: Tile, extent: number): void {
+  const e = Math.min(a.w, b.w, extent);
+  for (let x = 0; x < e; x++) {
+    const wa = Math.fround(1 - x / e);
+    const wb = Math.fround(x / e);
+    for (let p = 0; p < b.planes; p++) {
+      for (let y = 0; y < b.h; y++) {
+        const ib = (p * b.h + y) * b.w + x;
+        b.data[ib] = Math.fround(Math.fround(a.data[(p * a.h + y) * a.w + a.w - e + x]! * wa) + Math.fround(b.data[ib]! * wb));
+      }
+    }
+  }
 }
