@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -9,7 +9,11 @@ import * as op from '../../src/graph/ops.ts';
 import { CACHE_MAX_ENV, cacheMaxBytesFromEnv, DEFAULT_CACHE_MAX_BYTES, listCacheEntries, pruneCache } from '../../src/runtime/compile-cache.ts';
 import { compileGraph } from '../../src/runtime/compile.ts';
 import type { Session } from '../../src/runtime/session.ts';
+import { openCheckpoint } from '../../src/models/checkpoint/load.ts';
+import { buildVaeDecoder } from '../../src/models/vae.ts';
+import { SafetensorsFile } from '../../src/tensor/safetensors.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
+import { goldenPath } from '../helpers/golden.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'redline-compile-cache-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -47,6 +51,30 @@ async function entryBytes(): Promise<number> {
   expect(e!.bytes).toBeGreaterThan(64 * 64 * 4);
   return e!.bytes;
 }
+
+describe('compile cache for small graphs', () => {
+  it('caches the golden VAE decoder (weights from its file); miss and hit match diffusers', async () => {
+    const cacheDir = join(tmp, 'vae');
+    const ckpt = openCheckpoint(goldenPath('models', 'diffusers'));
+    const golden = SafetensorsFile.open(goldenPath('components', 'vae.safetensors'));
+    const latent = golden.get('decode.latent').to('f32');
+    const expected = golden.getFloat32('decode.out');
+    const outputs: Float32Array[] = [];
+    const written: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      const session = await compileGraph(buildVaeDecoder(ckpt.configs.vae, ckpt.components.vae), { cacheDir });
+      outputs.push((await session.run({ latent }, ['image'])).image!.data as Float32Array);
+      await session.release();
+      expect(names(cacheDir)).toEqual(['vae_decoder']);
+      written.push(statSync(join(listCacheEntries(cacheDir)[0]!.path, 'model.onnx')).mtimeMs);
+    }
+    expect(written[1]).toBe(written[0]); // the second session loaded the entry, not a new export
+    expect(outputs[1]).toEqual(outputs[0]);
+    let maxDiff = 0;
+    for (let i = 0; i < expected.length; i++) maxDiff = Math.max(maxDiff, Math.abs(outputs[1]![i]! - expected[i]!));
+    expect(maxDiff).toBeLessThan(1e-4); // golden README: components atol 1e-4
+  });
+});
 
 describe('compile cache size cap', () => {
   it('evicts the least recently used entries once over the cap, and a later use rebuilds them', async () => {
