@@ -145,6 +145,11 @@ async function compileCached(g: Graph, opts: CompileOptions, cacheDir: string, k
     }
     if (lease) session.onRelease(() => lease.release());
   }
-  pruneCache(cacheDir, maxBytes, { keep: [name] });
+  try {
+    pruneCache(cacheDir, maxBytes, { keep: [name] });
+  } catch (err) {
+    await session.release();
+    throw err;
+  }
   return session;
 }
