@@ -11,7 +11,8 @@ export interface Recipe {
   dataset: { count: number; seed: number; size: number };
   heldOut: { count: number; seed: number };
   tokenizer: { maxMerges: number; minFrequency: number };
-  vae: { steps: number; batch: number; imageSize: number; lr: number; warmup: number; latentPenalty: number };
+  /** init 'block-average': start from the 8x8 block-average autoencoder (initVaeAsBlockAverage). */
+  vae: { steps: number; batch: number; imageSize: number; lr: number; warmup: number; latentPenalty: number; init?: 'random' | 'block-average' };
   diffusion: { steps: number; batch: number; lr: number; warmup: number; captionDropout: number };
 }
 

@@ -25,7 +25,7 @@ import { AdamW } from '../src/train/optim/adamw.ts';
 import { SeededRandom } from '../src/train/procedural/random.ts';
 import { captionOf, renderScene } from '../src/train/procedural/scenes.ts';
 import { readRecipe, trainingScenes } from './embedded-recipe.ts';
-import { initComponent } from '../src/train/run/init-weights.ts';
+import { initComponent, initVaeAsBlockAverage } from '../src/train/run/init-weights.ts';
 import { buildAutoencoderStep, buildTextUnetStep } from '../src/train/run/scratch-steps.ts';
 import { addNoise, sd15AlphasCumprod } from '../src/train/step/noise.ts';
 
@@ -93,8 +93,9 @@ const vaePath = join(work, 'vae.safetensors');
 let images: Float32Array[] | null = null;
 const imagesOf = (): Float32Array[] => (images ??= scenes.map((s) => toChw(renderScene(s, size, size), size)));
 if (startAt <= 1) {
-  const { steps, batch, imageSize: crop, lr, warmup, latentPenalty } = recipe.vae;
+  const { steps, batch, imageSize: crop, lr, warmup, latentPenalty, init } = recipe.vae;
   const weights = initComponent('vae', configs, recipe.seed + 1);
+  if (init === 'block-average') initVaeAsBlockAverage(weights, configs.vae);
   const step = buildAutoencoderStep(configs, source('vae', weights), latentPenalty, batch, crop);
   const session = await Session.create(exportOnnx(step.graph));
   const params = new Map(step.params.map((p) => [p.name, weights.get(p.name.slice('vae.'.length))!]));
