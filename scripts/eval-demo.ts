@@ -1,13 +1,15 @@
 // Evaluates the embedded model (models/redline-tiny) on held-out captions of its recipe:
 // generates one image per caption and checks with the scene generator's own rules
 // (analyzeScene) whether the main object's colour, shape and position match the caption.
-// With the demo adapter present, also measures red-splatter coverage at intensity 0..3.
-//   npm run eval:demo -- [--model DIR] [--count N] [--steps N] [--out DIR]
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+// With the demo adapter (--adapter, default models/Lora/splatter.safetensors), also measures
+// red-splatter coverage at intensity 0..3 and can write the README's grid (--grid FILE).
+//   npm run eval:demo -- [--model DIR] [--count N] [--steps N] [--out DIR] [--grid FILE]
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Generator } from '../src/pipeline/generate.ts';
-import { encodePng } from '../src/pipeline/image.ts';
+import { parseSidecar } from '../src/adapters/registry.ts';
+import { encodePng, type RgbImage } from '../src/pipeline/image.ts';
 import { StableDiffusionModel } from '../src/pipeline/model.ts';
 import { COLOR_NAMES } from '../src/train/procedural/palette.ts';
 import { analyzeScene, captionOf, POSITIONS, SHAPES } from '../src/train/procedural/scenes.ts';
@@ -21,6 +23,9 @@ const { values } = parseArgs({
     steps: { type: 'string', default: '20' },
     cfg: { type: 'string', default: '7' },
     out: { type: 'string' },
+    adapter: { type: 'string', default: 'models/Lora/splatter.safetensors' },
+    'splatter-count': { type: 'string', default: '8' },
+    grid: { type: 'string' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -69,25 +74,53 @@ const summary = {
   shape: rate('shape'),
   position: rate('position'),
   chance: { color: 1 / objectColors, shape: 1 / SHAPES.length, position: 1 / POSITIONS.length },
-  splatter: null as null | Array<{ intensity: number; coverage: number }>,
+  splatter: null as null | Array<{ intensity: number; strength: number; coverage: number }>,
 };
-const adapter = join(values.model!, 'loras', 'splatter.safetensors');
+// The demo adapter at each intensity level, at the strength its calibration sidecar gives
+// that level (as the service applies graded adapters), on the first held-out captions.
+const adapter = values.adapter!;
+const grid: RgbImage[][] = [];
 if (existsSync(adapter)) {
+  const sidecarPath = adapter.replace(/\.safetensors$/, '.json');
+  const { sidecar, problems } = parseSidecar(JSON.parse(readFileSync(sidecarPath, 'utf8')));
+  if (!sidecar?.intensity) throw new Error(`${sidecarPath} has no intensity calibration: ${problems.join('; ')}`);
   summary.splatter = [];
+  const n = Math.min(Number(values['splatter-count']), scenes.length);
+  for (let i = 0; i < n; i++) grid.push([]);
   for (let level = 0; level <= 3; level++) {
+    const strength = sidecar.intensity[String(level)] ?? 0;
     let coverage = 0;
-    const n = Math.min(8, scenes.length);
     for (let i = 0; i < n; i++) {
-      const prompt = `${captionOf(scenes[i]!)}, intensity:${level}`;
-      const [img] = await gen.generate({ prompt, seed: 2000 + i, steps: Number(values.steps), width: size, height: size, adapters: [{ path: adapter, te: 1, unet: 1 }] as never });
+      const adapters = strength > 0 ? [{ path: adapter, te: strength, unet: strength }] : [];
+      const [img] = await gen.generate({ prompt: captionOf(scenes[i]!), seed: 2000 + i, steps: Number(values.steps), cfgScale: Number(values.cfg), width: size, height: size, sampler: 'Euler a', adapters });
       coverage += analyzeScene(img!.image.data, size, size).splatterCoverage / n;
+      grid[i]!.push(img!.image);
     }
-    summary.splatter.push({ intensity: level, coverage });
+    summary.splatter.push({ intensity: level, strength, coverage });
   }
+}
+if (values.grid && grid.length) {
+  writeFileSync(values.grid, await encodePng(tileImages(grid)));
+  console.error(`wrote ${values.grid} (rows: held-out captions, columns: intensity 0-3)`);
 }
 await model.release();
 if (values.json) console.log(JSON.stringify({ summary, results }, null, 2));
 else {
   for (const r of results) console.log(`${r.color ? 'C' : '-'}${r.shape ? 'S' : '-'}${r.position ? 'P' : '-'}  ${r.caption}  -> ${r.seen.color ?? '?'} ${r.seen.shape ?? '?'} ${r.seen.position ?? '?'}`);
   console.log(JSON.stringify(summary, null, 2));
+}
+
+/** Rows of equally sized images tiled into one image with a 2-pixel white gutter. */
+function tileImages(rows: RgbImage[][]): RgbImage {
+  const w = rows[0]![0]!.width;
+  const h = rows[0]![0]!.height;
+  const cols = Math.max(...rows.map((r) => r.length));
+  const gap = 2;
+  const W = cols * w + (cols - 1) * gap;
+  const H = rows.length * h + (rows.length - 1) * gap;
+  const data = new Uint8Array(W * H * 3).fill(255);
+  rows.forEach((row, r) => row.forEach((img, c) => {
+    for (let y = 0; y < h; y++) data.set(img.data.subarray(y * w * 3, (y + 1) * w * 3), ((r * (h + gap) + y) * W + c * (w + gap)) * 3);
+  }));
+  return { width: W, height: H, data };
 }
