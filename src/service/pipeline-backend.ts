@@ -9,7 +9,7 @@ import { type AdapterListing, listAdapters } from '../adapters/registry.ts';
 import { RedlineError } from '../errors.ts';
 import { fileHashes, modelShortHash } from '../models/checkpoint/hash.ts';
 import { listModels as listModelFolder } from '../models/checkpoint/registry.ts';
-import { type AdapterRequest, Generator } from '../pipeline/generate.ts';
+import { Generator } from '../pipeline/generate.ts';
 import { decodeImage, encodePng } from '../pipeline/image.ts';
 import { generationInfotext } from '../pipeline/infotext.ts';
 import { StableDiffusionModel } from '../pipeline/model.ts';
@@ -17,8 +17,8 @@ import { embeddedAdaptersPath, embeddedModelPath } from '../pipeline/embedded.ts
 import type { Provider } from '../runtime/session.ts';
 import { resolveSamplerName, SAMPLER_NAMES } from '../sampling/index.ts';
 import type { IntensityLevel } from '../safety/categories.ts';
-import { calibrationFromSidecar, generationSettings, type Policy } from '../safety/policy/policy.ts';
-import { SafeLatentGuidance, SLD_CONCEPTS } from '../safety/sld.ts';
+import { planGradedGeneration } from '../safety/graded.ts';
+import type { Policy } from '../safety/policy/policy.ts';
 import type {
   AdapterInfo, GenerateOptions, GenerationBackend, GenerationRequest, GenerationResult, ModelInfo, SamplerInfo,
 } from './backend.ts';
@@ -62,9 +62,6 @@ async function previewPng(latents: Float32Array, h: number, w: number): Promise<
   return sharp(rgb, { raw: { width: w, height: h, channels: 3 } }).resize(w * 4, h * 4, { kernel: 'nearest' }).png().toBuffer();
 }
 
-function isGraded(a: AdapterListing): boolean {
-  return (a.sidecar?.category ?? '').replace(/-/g, '_') === 'graphic_injury';
-}
 
 
 export class PipelineBackend implements GenerationBackend {
@@ -159,32 +156,20 @@ export class PipelineBackend implements GenerationBackend {
     const effective = Math.max(0, Math.min(3, Math.trunc(request.intensity))) as IntensityLevel;
     const requested = Math.max(effective, Math.min(3, Math.trunc(request.screening.requestedIntensity))) as IntensityLevel;
 
-    // Adapters: graded ones (sidecar category graphic_injury) run at the strength the
-    // policy (or the adapter's calibration) gives the effective level; the user's weight
-    // can only lower it. Others run at the user's weight.
-    const adapterRequests: AdapterRequest[] = [];
+    // Graded adapters, CFG ceiling and SLD from the effective level (src/safety/graded.ts).
     const adapterHashes: Record<string, string> = {};
     const loraHashes: Array<{ name: string; hash: string }> = [];
-    let sld = undefined as ReturnType<typeof generationSettings>['sld'];
-    let cfgScale = request.cfgScale;
-    const base = generationSettings(policy, requested, effective);
-    if (base.cfgScaleMax !== undefined) cfgScale = Math.min(cfgScale, base.cfgScaleMax);
-    sld = base.sld;
-    for (const use of request.adapters) {
+    const uses = request.adapters.map((use) => {
       const a = this.adapters.find((x) => x.name === use.name);
       if (!a) throw new RedlineError('unknown_adapter', `No adapter named "${use.name}" is installed.`, 'GET /sdapi/v1/loras lists the installed adapters.');
-      const path = join(this.opts.lorasDir!, a.file);
-      let strength = use.weight;
-      if (isGraded(a)) {
-        const s = generationSettings(policy, requested, effective, calibrationFromSidecar(a.sidecar, `${a.name}.json`));
-        strength = s.adapterStrength * Math.max(0, Math.min(1, use.weight));
-      }
-      if (strength !== 0) adapterRequests.push({ path, te: strength, unet: strength });
       if (a.hashes) {
         adapterHashes[a.name] = `sha256:${a.hashes.sha256}`;
         loraHashes.push({ name: a.name, hash: a.hashes.a1111 });
       }
-    }
+      return { name: a.name, path: join(this.opts.lorasDir!, a.file), te: use.weight, unet: use.weight, sidecar: a.sidecar ?? null };
+    });
+    const plan = planGradedGeneration(policy, requested, effective, uses, request.cfgScale);
+    const { adapters: adapterRequests, cfgScale, sld } = plan;
 
     let initImage;
     if (request.mode === 'img2img') {
@@ -192,17 +177,6 @@ export class PipelineBackend implements GenerationBackend {
       initImage = await decodeImage(request.initImages[0], { width: request.width, height: request.height });
     }
     const sampler = resolveSamplerName(request.scheduler === 'Karras' && !/Karras$/.test(request.sampler) ? `${request.sampler} Karras` : request.sampler);
-    const guidance = sld
-      ? (() => {
-          const sldState = new SafeLatentGuidance(sld, cfgScale);
-          return {
-            conceptPrompt: SLD_CONCEPTS.graphic_injury,
-            combine: ({ uncond, cond, concept, step, out }: { uncond: Float32Array; cond: Float32Array; concept: Float32Array | null; step: number; out: Float32Array }) => {
-              sldState.step(step, uncond, cond, concept!, out);
-            },
-          };
-        })()
-      : undefined;
     const steps = request.mode === 'img2img' ? Math.max(1, Math.trunc(request.steps * (request.denoisingStrength ?? 0.75))) : request.steps;
     const total = steps * request.nIter;
     let done = 0;
@@ -212,10 +186,7 @@ export class PipelineBackend implements GenerationBackend {
     // SLD state is per batch: a fresh guidance object for each batch of the request.
     const images = [];
     for (let b = 0; b < request.nIter; b++) {
-      const batchGuidance = guidance && sld ? (() => {
-        const state = new SafeLatentGuidance(sld, cfgScale);
-        return { conceptPrompt: guidance.conceptPrompt, combine: (a: Parameters<typeof guidance.combine>[0]) => { state.step(a.step, a.uncond, a.cond, a.concept!, a.out); } };
-      })() : undefined;
+      const batchGuidance = plan.guidance();
       const out = await new Generator(model).generate({
         prompt: request.prompt,
         negativePrompt: request.negativePrompt,
@@ -268,7 +239,6 @@ export class PipelineBackend implements GenerationBackend {
         images.push({ png: await encodePng(img.image), infotext, seed: img.seed });
       }
     }
-    void guidance;
     return {
       images,
       info: {

@@ -1,6 +1,7 @@
-import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { type AdapterSidecar, parseSidecar } from '../../adapters/registry.ts';
 import { RedlineError } from '../../errors.ts';
 import { fileHashes, loraShortHash, modelShortHash } from '../../models/checkpoint/hash.ts';
 import { openCheckpoint } from '../../models/checkpoint/load.ts';
@@ -12,6 +13,7 @@ import { embeddedAdaptersPath, embeddedModelPath } from '../../pipeline/embedded
 import { PROVIDERS, type Provider } from '../../runtime/session.ts';
 import { checkRngSource, SAMPLER_NAMES } from '../../sampling/index.ts';
 import { applyProvenance, defaultDataDir, loadSigningIdentity } from '../../safety/provenance/index.ts';
+import { planGradedGeneration } from '../../safety/graded.ts';
 import { loadPolicy } from '../../safety/policy/policy.ts';
 import { Screener } from '../../safety/screen/screener.ts';
 import { ImageSafetyChecks, outputCheckOptionsFromPolicy, checkOutputImage } from '../../safety/output/index.ts';
@@ -132,14 +134,20 @@ export async function run(argv: string[]): Promise<number> {
   // <lora:name:w> / <lora:name:te:unet> tags name files in the LoRA folder, as in A1111.
   // default: ./models/Lora as A1111 has it, else the embedded model's demo adapters
   const loraDir = resolve(values['lora-dir'] ?? process.env.REDLINE_LORAS_DIR ?? (existsSync('models/Lora') ? 'models/Lora' : (embeddedAdaptersPath() ?? 'models/Lora')));
-  request.adapters = request.loraTags.map((t) => {
+  const uses = request.loraTags.map((t) => {
     const file = ['.safetensors', ''].map((ext) => join(loraDir, `${t.name}${ext}`)).find((p) => existsSync(p) && statSync(p).isFile());
     if (!file) {
       throw new RedlineError('unknown_adapter', `The prompt names the adapter "${t.name}", but ${loraDir} has no ${t.name}.safetensors.`,
         'Put the file there, or point --lora-dir (or REDLINE_LORAS_DIR) at the folder that holds it; redline loras DIR lists a folder.');
     }
-    return { path: file, te: t.te, unet: t.unet };
+    return { name: t.name, path: file, te: t.te, unet: t.unet, sidecar: readAdapterSidecar(file) };
   });
+  // Graded adapters run at the strength of the effective level (the role's cap applies here
+  // as in the service), with the level's CFG ceiling and SLD when the prompt was clamped.
+  const plan = planGradedGeneration(policy, screening.intensity, screening.effectiveIntensity, uses, request.cfgScale);
+  request.adapters = plan.adapters;
+  request.cfgScale = plan.cfgScale;
+  const guidance = plan.guidance();
 
   const loadStart = Date.now();
   const model = await StableDiffusionModel.load(modelPath, {
@@ -153,12 +161,13 @@ export async function run(argv: string[]): Promise<number> {
   const loadSeconds = (Date.now() - loadStart) / 1000;
   try {
     const hashes = statSync(modelPath).isFile() ? await fileHashes(modelPath) : null;
-    const loraHashes = await Promise.all(request.loraTags.map(async (t, i) => ({ name: t.name, hash: loraShortHash(await fileHashes(request.adapters[i]!.path)) })));
+    const loraHashes = await Promise.all(uses.map(async (u) => ({ name: u.name, hash: loraShortHash(await fileHashes(u.path)) })));
     const total = request.steps * request.batchCount;
     const bar = new ProgressBar('sampling', Math.max(1, request.strength ? Math.trunc(request.steps * request.strength) * request.batchCount : total), 'step');
     let done = 0;
     const genStart = Date.now();
     const images = await new Generator(model).generate(request, {
+      ...(guidance ? { guidance } : {}),
       onStep: () => {
         done++;
         bar.update(done);
@@ -249,4 +258,19 @@ function defaultModelPath(): string {
   if (embedded) return embedded;
   throw new RedlineError('model_missing', 'No model given and no embedded default model is installed.',
     'Pass --model PATH: an SD 1.5 diffusers folder or a single-file .safetensors checkpoint (with --tokenizer DIR).');
+}
+
+/** The adapter's sidecar NAME.json (category, intensity calibration), or null when absent. */
+function readAdapterSidecar(adapterPath: string): AdapterSidecar | null {
+  const path = adapterPath.replace(/\.safetensors$/, '') + '.json';
+  if (!existsSync(path)) return null;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new RedlineError('bad_sidecar', `${path} is not valid JSON (${(err as Error).message}).`, 'Fix or remove the adapter\'s sidecar file.');
+  }
+  const { sidecar, problems } = parseSidecar(raw);
+  for (const p of problems) console.error(`redline: ${path}: ${p}`);
+  return sidecar;
 }

@@ -1,0 +1,67 @@
+// Graded intensity applied to a generation, shared by every interface (service backend and
+// CLI) so the same policy gives the same image whichever door a request came in by: graded
+// adapters (sidecar category graphic-injury) run at the strength the policy, or the
+// adapter's calibration, gives the effective level, and a user's weight can only lower it;
+// the level's CFG ceiling applies; and a request clamped below what it asked for gets Safe
+// Latent Diffusion guidance away from the graphic concept.
+import type { AdapterSidecar } from '../adapters/registry.ts';
+import type { AdapterRequest, GuidanceHook } from '../pipeline/generate.ts';
+import type { IntensityLevel } from './categories.ts';
+import { calibrationFromSidecar, generationSettings, type Policy } from './policy/policy.ts';
+import { SafeLatentGuidance, SLD_CONCEPTS, type SldParams } from './sld.ts';
+
+export interface AdapterUse {
+  name: string;
+  path: string;
+  /** The weights the prompt's <lora:name:te:unet> tag gives (both w for <lora:name:w>). */
+  te: number;
+  unet: number;
+  sidecar: AdapterSidecar | null;
+}
+
+export interface GradedPlan {
+  adapters: AdapterRequest[];
+  cfgScale: number;
+  sld: SldParams | undefined;
+  /** An SLD guidance hook, or undefined when none applies. Its momentum starts afresh at
+   * step 0, so one hook serves a run of several batches. */
+  guidance(): GuidanceHook | undefined;
+}
+
+export function isGradedAdapter(sidecar: AdapterSidecar | null | undefined): boolean {
+  return (sidecar?.category ?? '').replace(/-/g, '_') === 'graphic_injury';
+}
+
+export function planGradedGeneration(policy: Policy, requested: IntensityLevel, effective: IntensityLevel, uses: readonly AdapterUse[], cfgScale: number): GradedPlan {
+  const asked = Math.max(requested, effective) as IntensityLevel;
+  const base = generationSettings(policy, asked, effective);
+  const cfg = base.cfgScaleMax !== undefined ? Math.min(cfgScale, base.cfgScaleMax) : cfgScale;
+  const adapters: AdapterRequest[] = [];
+  const unit = (w: number): number => Math.max(0, Math.min(1, w));
+  for (const use of uses) {
+    let { te, unet } = use;
+    if (isGradedAdapter(use.sidecar)) {
+      const s = generationSettings(policy, asked, effective, calibrationFromSidecar(use.sidecar, `${use.name}.json`)).adapterStrength;
+      te = s * unit(te);
+      unet = s * unit(unet);
+    }
+    if (te !== 0 || unet !== 0) adapters.push({ path: use.path, te, unet });
+  }
+  const sld = base.sld;
+  return {
+    adapters,
+    cfgScale: cfg,
+    sld,
+    guidance() {
+      if (!sld) return undefined;
+      let state = new SafeLatentGuidance(sld, cfg);
+      return {
+        conceptPrompt: SLD_CONCEPTS.graphic_injury,
+        combine: ({ uncond, cond, concept, step, out }) => {
+          if (step === 0) state = new SafeLatentGuidance(sld, cfg);
+          state.step(step, uncond, cond, concept!, out);
+        },
+      };
+    },
+  };
+}
