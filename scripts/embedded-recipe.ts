@@ -13,7 +13,8 @@ export interface Recipe {
   tokenizer: { maxMerges: number; minFrequency: number };
   /** init 'block-average': start from the 8x8 block-average autoencoder (initVaeAsBlockAverage). */
   vae: { steps: number; batch: number; imageSize: number; lr: number; warmup: number; latentPenalty: number; init?: 'random' | 'block-average' };
-  diffusion: { steps: number; batch: number; lr: number; warmup: number; captionDropout: number };
+  /** minSnrGamma: weight each sample's loss by min(SNR, gamma) / SNR (Hang et al., 2023). */
+  diffusion: { steps: number; batch: number; lr: number; warmup: number; captionDropout: number; minSnrGamma?: number };
 }
 
 export function readRecipe(dir: string): { configs: SD15Configs; recipe: Recipe } {

@@ -27,7 +27,7 @@ import { captionOf, renderScene } from '../src/train/procedural/scenes.ts';
 import { readRecipe, trainingScenes } from './embedded-recipe.ts';
 import { initComponent, initVaeAsBlockAverage } from '../src/train/run/init-weights.ts';
 import { buildAutoencoderStep, buildTextUnetStep } from '../src/train/run/scratch-steps.ts';
-import { addNoise, sd15AlphasCumprod } from '../src/train/step/noise.ts';
+import { addNoise, minSnrWeights, sd15AlphasCumprod } from '../src/train/step/noise.ts';
 
 const { values } = parseArgs({
   options: {
@@ -161,14 +161,14 @@ if (startAt <= 2) {
 // ---- 3. text encoder + UNet
 const diffPath = join(work, 'diffusion.safetensors');
 if (startAt <= 2) {
-  const { steps, batch, lr, warmup, captionDropout } = recipe.diffusion;
+  const { steps, batch, lr, warmup, captionDropout, minSnrGamma } = recipe.diffusion;
   const tokenizer = loadTokenizer(tokDir);
   const latFile = readSafetensors(latentPath);
   const latents = latFile.get('latents')!.data as Float32Array;
   const scaling = Number(readMeta(latentPath).scaling_factor);
   const te = initComponent('text_encoder', configs, recipe.seed + 3);
   const unet = initComponent('unet', configs, recipe.seed + 4);
-  const step = buildTextUnetStep(configs, { unet: source('unet', unet), text_encoder: source('text_encoder', te) });
+  const step = buildTextUnetStep(configs, { unet: source('unet', unet), text_encoder: source('text_encoder', te) }, { lossWeights: minSnrGamma !== undefined });
   const session = await Session.create(exportOnnx(step.graph));
   const params = new Map(step.params.map((p) => {
     const [c, ...rest] = p.name.split('.');
@@ -201,6 +201,7 @@ if (startAt <= 2) {
       timestep: new ort.Tensor('float32', Float32Array.from(t), [batch]),
       input_ids: new ort.Tensor('int64', BigInt64Array.from(rows.flat().map(BigInt)), [batch, 77]),
       target: new ort.Tensor('float32', noise, [batch, 4, h, h]),
+      ...(minSnrGamma !== undefined ? { loss_weights: new ort.Tensor('float32', minSnrWeights(t, minSnrGamma, ac), [batch]) } : {}),
     };
     for (const p of step.params) feeds[p.name] = new ort.Tensor('float32', params.get(p.name)!, p.shape);
     const out = await session.ort.run(feeds);

@@ -54,10 +54,11 @@ export function buildAutoencoderStep(configs: SD15Configs, weights: WeightSource
 
 /**
  * Text encoder + UNet step (both trainable): inputs noisy_latents, timestep, input_ids,
- * target; loss = mse(unet(noisy, t, te(ids)), target). Param names 'text_encoder.<name>'
+ * target (and loss_weights [B] with opts.lossWeights); loss = mse(unet(noisy, t, te(ids)),
+ * target), each sample weighted when loss weights are given. Param names 'text_encoder.<name>'
  * and 'unet.<name>'.
  */
-export function buildTextUnetStep(configs: SD15Configs, weights: { unet: WeightSource; text_encoder: WeightSource }): StepGraph {
+export function buildTextUnetStep(configs: SD15Configs, weights: { unet: WeightSource; text_encoder: WeightSource }, opts: { lossWeights?: boolean } = {}): StepGraph {
   const g = new Graph('text_unet_step');
   const params: Value[] = [];
   const noisy = g.input('noisy_latents', 'f32', ['batch', configs.unet.in_channels, 'height', 'width']);
@@ -77,9 +78,17 @@ export function buildTextUnetStep(configs: SD15Configs, weights: { unet: WeightS
   });
   const pred = unet.outputs.out_sample!;
   const target = g.input('target', 'f32', pred.shape);
-  const loss = mse(pred, target);
+  let loss: Value;
+  if (opts.lossWeights) {
+    // per-sample weights (min-SNR): mean over the batch of w_b * mean(d_b²)
+    const weightsIn = g.input('loss_weights', 'f32', ['batch']);
+    const d = op.sub(pred, target);
+    loss = op.reduceMean(op.mul(op.reduceMean(op.mul(d, d), [1, 2, 3], false), weightsIn), [0], false);
+  } else {
+    loss = mse(pred, target);
+  }
   g.output('loss', loss);
   const grads = gradients(loss, params);
   params.forEach((p, i) => g.output(`grad.${p.name}`, grads[i]!));
-  return { graph: g, kind: 'unet_full', params: params.map((p) => ({ name: p.name, shape: p.shape as number[] })), feeds: ['noisy_latents', 'timestep', 'input_ids', 'target'], inputGrads: [] };
+  return { graph: g, kind: 'unet_full', params: params.map((p) => ({ name: p.name, shape: p.shape as number[] })), feeds: ['noisy_latents', 'timestep', 'input_ids', 'target', ...(opts.lossWeights ? ['loss_weights'] : [])], inputGrads: [] };
 }
