@@ -1,14 +1,21 @@
 // The shipped embedded model (models/redline-tiny): its files are what the recipe says
 // (diffusers layout, fp16, under 40 MB), it loads and generates through the normal
-// pipeline. (Caption accuracy is measured by npm run eval:demo; see docs/embedded-model.md.)
+// pipeline, it follows held-out captions far above chance, and its splatter demo adapter at
+// the calibrated strengths adds more paint at each intensity level. (The full evaluation is
+// npm run eval:demo; see docs/embedded-model.md.)
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseSidecar } from '../../src/adapters/registry.ts';
 import { Generator } from '../../src/pipeline/generate.ts';
 import { StableDiffusionModel } from '../../src/pipeline/model.ts';
 import { SafetensorsFile } from '../../src/tensor/safetensors.ts';
+import { COLOR_NAMES } from '../../src/train/procedural/palette.ts';
+import { analyzeScene, captionOf } from '../../src/train/procedural/scenes.ts';
+import { heldOutScenes, readRecipe } from '../../scripts/embedded-recipe.ts';
 
 const MODEL = 'models/redline-tiny';
+const ADAPTER = 'models/Lora/splatter.safetensors';
 const SIZE = 128;
 
 function filesUnder(dir: string): string[] {
@@ -56,4 +63,45 @@ describe('embedded model generation', () => {
     for (const v of d) variance += (v - mean) ** 2 / d.length;
     expect(Math.sqrt(variance)).toBeGreaterThan(10); // an image, not a flat field
   }, 120_000);
+});
+
+describe('embedded model quality', () => {
+  let model: StableDiffusionModel;
+  const { recipe } = readRecipe('recipes/redline-tiny');
+  const held = heldOutScenes(recipe);
+  beforeAll(async () => {
+    model = await StableDiffusionModel.load(MODEL);
+  }, 120_000);
+  afterAll(async () => {
+    await model?.release();
+  });
+
+  it('draws the object in the colour a held-out caption names, far above chance', async () => {
+    const scenes = held.slice(0, 12);
+    let right = 0;
+    for (const [i, spec] of scenes.entries()) {
+      const [img] = await new Generator(model).generate({ prompt: captionOf(spec), seed: 1000 + i, steps: 20, cfgScale: 7, sampler: 'Euler a', width: SIZE, height: SIZE });
+      if (analyzeScene(img!.image.data, SIZE, SIZE).color === spec.color) right++;
+    }
+    const chance = 1 / COLOR_NAMES.filter((c) => c !== 'brown' && c !== 'gray').length;
+    expect(right / scenes.length).toBeGreaterThanOrEqual(Math.max(0.6, 5 * chance));
+  }, 300_000);
+
+  it('adds more splatter at each intensity level with the demo adapter at its calibrated strengths', async () => {
+    const { sidecar } = parseSidecar(JSON.parse(readFileSync(ADAPTER.replace(/\.safetensors$/, '.json'), 'utf8')));
+    expect(sidecar?.category).toBe('graphic-injury');
+    const coverage: number[] = [];
+    for (let level = 0; level <= 3; level++) {
+      const strength = sidecar!.intensity![String(level)] ?? 0;
+      let sum = 0;
+      for (let i = 0; i < 4; i++) {
+        const adapters = strength > 0 ? [{ path: ADAPTER, te: strength, unet: strength }] : [];
+        const [img] = await new Generator(model).generate({ prompt: captionOf(held[i]!), seed: 2000 + i, steps: 20, sampler: 'Euler a', width: SIZE, height: SIZE, adapters });
+        sum += analyzeScene(img!.image.data, SIZE, SIZE).splatterCoverage / 4;
+      }
+      coverage.push(sum);
+    }
+    for (let level = 1; level <= 3; level++) expect(coverage[level], `coverage at level ${level} vs ${level - 1}: ${coverage.join(', ')}`).toBeGreaterThan(coverage[level - 1]!);
+    expect(coverage[3]! - coverage[0]!).toBeGreaterThan(0.02);
+  }, 300_000);
 });
