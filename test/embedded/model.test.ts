@@ -43,6 +43,7 @@ describe('embedded model files', () => {
 
 describe('embedded model generation', () => {
   let model: StableDiffusionModel;
+  const held = heldOutScenes(readRecipe('recipes/redline-tiny').recipe);
   beforeAll(async () => {
     model = await StableDiffusionModel.load(MODEL);
   }, 120_000);
@@ -63,18 +64,6 @@ describe('embedded model generation', () => {
     for (const v of d) variance += (v - mean) ** 2 / d.length;
     expect(Math.sqrt(variance)).toBeGreaterThan(10); // an image, not a flat field
   }, 120_000);
-});
-
-describe('embedded model quality', () => {
-  let model: StableDiffusionModel;
-  const { recipe } = readRecipe('recipes/redline-tiny');
-  const held = heldOutScenes(recipe);
-  beforeAll(async () => {
-    model = await StableDiffusionModel.load(MODEL);
-  }, 120_000);
-  afterAll(async () => {
-    await model?.release();
-  });
 
   it('draws the object in the colour a held-out caption names, far above chance', async () => {
     const scenes = held.slice(0, 12);
