@@ -4,11 +4,11 @@
 // With the demo adapter (--adapter, default models/Lora/splatter.safetensors), also measures
 // red-splatter coverage at intensity 0..3 and can write the README's grid (--grid FILE).
 //   npm run eval:demo -- [--model DIR] [--count N] [--steps N] [--out DIR] [--grid FILE]
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Generator } from '../src/pipeline/generate.ts';
-import { parseSidecar } from '../src/adapters/registry.ts';
+import { readSidecar } from '../src/adapters/registry.ts';
 import { encodePng, type RgbImage } from '../src/pipeline/image.ts';
 import { StableDiffusionModel } from '../src/pipeline/model.ts';
 import { COLOR_NAMES } from '../src/train/procedural/palette.ts';
@@ -81,9 +81,8 @@ const summary = {
 const adapter = values.adapter!;
 const grid: RgbImage[][] = [];
 if (existsSync(adapter)) {
-  const sidecarPath = adapter.replace(/\.safetensors$/, '.json');
-  const { sidecar, problems } = parseSidecar(JSON.parse(readFileSync(sidecarPath, 'utf8')));
-  if (!sidecar?.intensity) throw new Error(`${sidecarPath} has no intensity calibration: ${problems.join('; ')}`);
+  const { sidecar, problems } = readSidecar(adapter);
+  if (!sidecar?.intensity) throw new Error(`${adapter} has no intensity calibration in its sidecar: ${problems.join('; ')}`);
   summary.splatter = [];
   const n = Math.min(Number(values['splatter-count']), scenes.length);
   for (let i = 0; i < n; i++) grid.push([]);

@@ -78,7 +78,8 @@ export function parseSidecar(raw: unknown): { sidecar: AdapterSidecar | null; pr
   return { sidecar: out, problems };
 }
 
-function readSidecar(path: string): { sidecar: AdapterSidecar | null; problems: string[] } {
+/** The sidecar NAME.json beside an adapter file (size-limited, validated), or null. */
+export function readSidecar(path: string): { sidecar: AdapterSidecar | null; problems: string[] } {
   const side = path.replace(/\.safetensors$/i, '.json');
   if (!existsSync(side)) return { sidecar: null, problems: [] };
   const size = statSync(side).size;

@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseSidecar } from '../../src/adapters/registry.ts';
+import { readSidecar } from '../../src/adapters/registry.ts';
 import { Generator } from '../../src/pipeline/generate.ts';
 import { StableDiffusionModel } from '../../src/pipeline/model.ts';
 import { SafetensorsFile } from '../../src/tensor/safetensors.ts';
@@ -77,7 +77,7 @@ describe('embedded model generation', () => {
   }, 300_000);
 
   it('adds more splatter at each intensity level with the demo adapter at its calibrated strengths', async () => {
-    const { sidecar } = parseSidecar(JSON.parse(readFileSync(ADAPTER.replace(/\.safetensors$/, '.json'), 'utf8')));
+    const { sidecar } = readSidecar(ADAPTER);
     expect(sidecar?.category).toBe('graphic-injury');
     const coverage: number[] = [];
     for (let level = 0; level <= 3; level++) {

@@ -1,7 +1,7 @@
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type AdapterSidecar, parseSidecar } from '../../adapters/registry.ts';
+import { readSidecar } from '../../adapters/registry.ts';
 import { RedlineError } from '../../errors.ts';
 import { fileHashes, loraShortHash, modelShortHash } from '../../models/checkpoint/hash.ts';
 import { openCheckpoint } from '../../models/checkpoint/load.ts';
@@ -140,7 +140,9 @@ export async function run(argv: string[]): Promise<number> {
       throw new RedlineError('unknown_adapter', `The prompt names the adapter "${t.name}", but ${loraDir} has no ${t.name}.safetensors.`,
         'Put the file there, or point --lora-dir (or REDLINE_LORAS_DIR) at the folder that holds it; redline loras DIR lists a folder.');
     }
-    return { name: t.name, path: file, te: t.te, unet: t.unet, sidecar: readAdapterSidecar(file) };
+    const { sidecar, problems } = readSidecar(file);
+    for (const p of problems) console.error(`redline: ${t.name}: ${p}`);
+    return { name: t.name, path: file, te: t.te, unet: t.unet, sidecar };
   });
   // Graded adapters run at the strength of the effective level (the role's cap applies here
   // as in the service), with the level's CFG ceiling and SLD when the prompt was clamped.
@@ -260,17 +262,3 @@ function defaultModelPath(): string {
     'Pass --model PATH: an SD 1.5 diffusers folder or a single-file .safetensors checkpoint (with --tokenizer DIR).');
 }
 
-/** The adapter's sidecar NAME.json (category, intensity calibration), or null when absent. */
-function readAdapterSidecar(adapterPath: string): AdapterSidecar | null {
-  const path = adapterPath.replace(/\.safetensors$/, '') + '.json';
-  if (!existsSync(path)) return null;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (err) {
-    throw new RedlineError('bad_sidecar', `${path} is not valid JSON (${(err as Error).message}).`, 'Fix or remove the adapter\'s sidecar file.');
-  }
-  const { sidecar, problems } = parseSidecar(raw);
-  for (const p of problems) console.error(`redline: ${path}: ${p}`);
-  return sidecar;
-}
