@@ -4,11 +4,16 @@
 // syntax, including prompt editing [a:b:when], alternation [a|b] and composable AND in
 // the prompt, and editing/alternation in the negative prompt (prompt-conditioning.ts).
 // A guidance hook lets the safety layer steer each step (Safe Latent Diffusion).
+// A1111's hires fix adds a second, img2img pass at a larger size (hires.ts). At CFG scale
+// <= 1 the negative prompt's UNet pass is skipped (diffusers: no classifier-free guidance
+// unless guidance_scale > 1), unless a guidance hook is set: the safety layer's guidance
+// needs the unconditional prediction, and no request field may switch it off.
 import { RedlineError } from '../errors.ts';
 import { create as createSampler, ImageRng, resolveSamplerName, type RngSource, type Sampler, type SamplerName } from '../sampling/index.ts';
 import { Tensor } from '../tensor/tensor.ts';
 import type { EncodedPrompt } from '../text/conditioning.ts';
 import { extractExtraNetworks, type LoraTag } from '../text/prompt-parser.ts';
+import { cropLatents, type HiresRequest, hiresStrength, type ResolvedHires, resolveHires, upscaleImage, upscaleLatents } from './hires.ts';
 import { type RgbImage, rgbToVaeInput, unitToRgb, vaeOutputToUnit } from './image.ts';
 import type { StableDiffusionModel } from './model.ts';
 import { composeGuidance, effectiveCond, encodePromptConditioning, type StepConditioning, stepConditionings } from './prompt-conditioning.ts';
@@ -39,6 +44,8 @@ export interface GenerationRequest {
   strength?: number;
   /** LoRA/LyCORIS files to apply, each with a text-encoder and a UNet strength. */
   adapters?: AdapterRequest[];
+  /** A1111's hires fix (txt2img only): width x height is the first pass. */
+  hires?: HiresRequest;
 }
 
 export interface AdapterRequest {
@@ -66,10 +73,17 @@ export interface ResolvedRequest {
   loraTags: LoraTag[];
   initImage?: RgbImage;
   adapters: AdapterRequest[];
+  /** The hires fix's second pass, when asked for; width/height stay the first pass's. */
+  hires?: ResolvedHires;
 }
 
 export interface StepEvent {
   batch: number;
+  /** 'hires' for a hires fix's second pass; its steps count from 1 again. */
+  pass: 'first' | 'hires';
+  /** Image size of this pass (predOriginal is its latent, [B, 4, height/8, width/8]). */
+  width: number;
+  height: number;
   step: number;
   steps: number;
   /** The current x0 estimate (latent), for previews. */
@@ -89,7 +103,9 @@ export interface GuidanceHook {
     /** Prediction for conceptPrompt, when one is set. */
     concept: Float32Array | null;
     cfgScale: number;
+    /** Step within this pass, from 0; a hires fix's second pass starts at 0 again, at its own size. */
     step: number;
+    pass: 'first' | 'hires';
     out: Float32Array;
   }): Promise<void> | void;
 }
@@ -141,11 +157,17 @@ export function resolveRequest(req: GenerationRequest): ResolvedRequest {
   }
   const eta = req.eta ?? 0;
   if (!Number.isFinite(eta) || eta < 0 || eta > 1) throw new RedlineError('bad_option', `eta must be from 0 to 1, got ${eta}.`);
+  if (req.hires && req.initImage) {
+    throw new RedlineError('bad_option', 'The hires fix is a txt2img option; it cannot be combined with an init image.',
+      'For img2img, generate at the size you want, or run img2img again on the upscaled result.');
+  }
+  const steps = int(req.steps, 20, 'steps', 1, 150);
+  const hires = req.hires ? resolveHires(req.hires, { width, height, steps }, MAX_SIDE) : undefined;
   return {
     prompt: pos.prompt,
     negativePrompt: neg.prompt,
     sampler: resolveSamplerName(req.sampler ?? 'Euler a'),
-    steps: int(req.steps, 20, 'steps', 1, 150),
+    steps,
     cfgScale,
     seed,
     rng: req.rng ?? 'gpu',
@@ -164,6 +186,7 @@ export function resolveRequest(req: GenerationRequest): ResolvedRequest {
       }
       return { ...a };
     }),
+    ...(hires ? { hires } : {}),
   };
 }
 
@@ -178,19 +201,37 @@ function repeatBatch(e: EncodedPrompt, n: number): Float32Array {
   return out;
 }
 
+/** One sampling pass: the first (txt2img/img2img) or a hires fix's second. */
+interface Pass {
+  kind: 'first' | 'hires';
+  width: number;
+  height: number;
+  /** A fresh sampler run (samplers keep per-run state). */
+  newSampler: () => Sampler;
+  /** What the UNet runs on at each denoiser call. */
+  perStep: StepConditioning[];
+}
+
+/** Where a pass's latents start from. */
+type PassStart =
+  | { kind: 'noise' }
+  /** img2img: VAE posteriors to sample; one shared by the batch, or one per image. */
+  | { kind: 'posterior'; mean: Float32Array; logvar: Float32Array; perImage: boolean }
+  /** Clean latents of the batch to noise (the hires fix's latent upscale). */
+  | { kind: 'latents'; clean: Float32Array };
+
 export class Generator {
   constructor(readonly model: StableDiffusionModel) {}
 
-  /** Runs a whole request: batchCount batches of batchSize images. */
+  /** Runs a whole request: batchCount batches of batchSize images (each through both passes with a hires fix). */
   async generate(req: GenerationRequest | ResolvedRequest, hooks: GenerationHooks = {}): Promise<GeneratedImage[]> {
     const r = 'loraTags' in req ? req : resolveRequest(req);
     const { model } = this;
+    // The adapters stay set for both passes of a hires fix, as A1111 keeps its networks active.
     await model.setAdapters(r.adapters.map((a) => ({ adapter: model.loadAdapter(a.path), te: a.te, unet: a.unet })));
-    const conditioning = await encodePromptConditioning(model.prompts, r.prompt, r.negativePrompt, r.steps, r.clipSkip);
     const concept = hooks.guidance?.conceptPrompt !== undefined ? (await model.prompts.encodeSchedule([hooks.guidance.conceptPrompt], r.clipSkip))[0]! : null;
-    const sampler = this.createSampler(r);
-    // Every batch runs the same denoiser calls; A1111 counts them from 0 in each run.
-    const perStep = stepConditionings(conditioning, sampler.timesteps.length, model.prompts.width);
+    const first = await this.preparePass(r, 'first');
+    const second = r.hires ? await this.preparePass(r, 'hires') : null;
     let initLatentsMean: Float32Array | null = null;
     let initLatentsLogvar: Float32Array | null = null;
     if (r.strength !== undefined) {
@@ -200,13 +241,22 @@ export class Generator {
     for (let b = 0; b < r.batchCount; b++) {
       throwIfAborted(hooks.signal);
       const seeds = Array.from({ length: r.batchSize }, (_, i) => r.seed + b * r.batchSize + i);
-      const latents = await this.sample(r, b, seeds, perStep, concept, initLatentsMean, initLatentsLogvar, hooks);
-      const decoded = await this.decode(latents, r);
-      const plane = 4 * (r.height / 8) * (r.width / 8);
+      const start: PassStart = initLatentsMean && initLatentsLogvar
+        ? { kind: 'posterior', mean: initLatentsMean, logvar: initLatentsLogvar, perImage: false }
+        : { kind: 'noise' };
+      let latents = await this.sample(r, first, b, seeds, concept, start, hooks);
+      let { width, height } = first;
+      if (second && r.hires) {
+        throwIfAborted(hooks.signal);
+        latents = await this.sample(r, second, b, seeds, concept, await this.hiresStart(r, r.hires, latents, seeds.length), hooks);
+        ({ width, height } = second);
+      }
+      const decoded = await this.decode(latents, height, width);
+      const plane = 4 * (height / 8) * (width / 8);
       seeds.forEach((seed, i) => {
-        const unit = vaeOutputToUnit(decoded, i, r.height, r.width);
+        const unit = vaeOutputToUnit(decoded, i, height, width);
         images.push({
-          image: unitToRgb(unit, r.height, r.width),
+          image: unitToRgb(unit, height, width),
           unit,
           latents: latents.slice(i * plane, (i + 1) * plane),
           seed,
@@ -215,6 +265,44 @@ export class Generator {
       });
     }
     return images;
+  }
+
+  /** A pass's size, sampler and per-step conditionings (A1111 schedules the hires pass's prompts on its own timeline). */
+  private async preparePass(r: ResolvedRequest, kind: 'first' | 'hires'): Promise<Pass> {
+    const hr = kind === 'hires' ? r.hires : undefined;
+    if (kind === 'hires' && !hr) throw new Error('preparePass: no hires settings');
+    const newSampler = (): Sampler => createSampler(r.sampler, {
+      steps: hr ? hr.scheduleSteps : r.steps,
+      ...(hr ? { strength: hiresStrength(hr) } : r.strength !== undefined ? { strength: r.strength } : {}),
+      ...(r.sampler === 'DDIM' ? { eta: r.eta } : {}),
+    });
+    const conditioning = await encodePromptConditioning(this.model.prompts, r.prompt, r.negativePrompt, hr ? hr.steps : r.steps, r.clipSkip, hr ? r.steps : undefined);
+    // Every batch runs the same denoiser calls; A1111 counts them from 0 in each pass.
+    const perStep = stepConditionings(conditioning, newSampler().timesteps.length, this.model.prompts.width);
+    return { kind, width: hr ? hr.width : r.width, height: hr ? hr.height : r.height, newSampler, perStep };
+  }
+
+  /** The second pass's clean latents: the first pass's upscaled in latent space, or decoded, resized and encoded again. */
+  private async hiresStart(r: ResolvedRequest, hr: ResolvedHires, latents: Float32Array, batch: number): Promise<PassStart> {
+    const firstSize = { width: r.width, height: r.height };
+    if (hr.kind === 'latent') return { kind: 'latents', clean: upscaleLatents(latents, batch, firstSize, hr) };
+    const decoded = await this.decode(latents, r.height, r.width);
+    const encoder = await this.model.vaeEncoder();
+    const means: Float32Array[] = [];
+    const logvars: Float32Array[] = [];
+    for (let i = 0; i < batch; i++) {
+      const image = await upscaleImage(vaeOutputToUnit(decoded, i, r.height, r.width), firstSize, hr);
+      const out = await encoder.run({ image: new Tensor('f32', [1, 3, hr.upscaleHeight, hr.upscaleWidth], rgbToVaeInput(image)) }, ['mean', 'logvar']);
+      const crop = (t: Float32Array) => cropLatents(t, 1, 4, hr.upscaleHeight / 8, hr.upscaleWidth / 8, hr.truncateY, hr.truncateX);
+      means.push(crop(out.mean!.toFloat32()));
+      logvars.push(crop(out.logvar!.toFloat32()));
+    }
+    const join = (parts: Float32Array[]) => {
+      const all = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+      parts.forEach((p, i) => all.set(p, i * p.length));
+      return all;
+    };
+    return { kind: 'posterior', mean: join(means), logvar: join(logvars), perImage: true };
   }
 
   /** img2img: the init image's latent posterior (mean, logvar), one image. */
@@ -229,70 +317,75 @@ export class Generator {
     return [out.mean!.toFloat32(), out.logvar!.toFloat32()];
   }
 
-  private createSampler(r: ResolvedRequest): Sampler {
-    return createSampler(r.sampler, {
-      steps: r.steps,
-      ...(r.strength !== undefined ? { strength: r.strength } : {}),
-      ...(r.sampler === 'DDIM' ? { eta: r.eta } : {}),
-    });
-  }
-
-  /** The sampler loop for one batch; returns the final latents [B, 4, h, w]. */
+  /** The sampler loop of one pass for one batch; returns the final latents [B, 4, h, w]. */
   private async sample(
     r: ResolvedRequest,
+    pass: Pass,
     batch: number,
     seeds: number[],
-    /** What the UNet runs on at each denoiser call. */
-    perStep: StepConditioning[],
     /** SLD's safety concept, when a guidance hook sets one. */
     concept: EncodedPrompt | null,
-    initMean: Float32Array | null,
-    initLogvar: Float32Array | null,
+    start: PassStart,
     hooks: GenerationHooks,
   ): Promise<Float32Array> {
     const B = seeds.length;
-    const h = r.height / 8;
-    const w = r.width / 8;
+    const h = pass.height / 8;
+    const w = pass.width / 8;
     const perImage = 4 * h * w;
-    const sampler = this.createSampler(r);
+    const sampler = pass.newSampler();
+    // A fresh generator per image at this pass's shape: A1111 makes a new ImageRNG for the hires pass.
     const rng = new ImageRng({ seeds, shape: [4, h, w], source: r.rng });
     let latents: Float32Array;
-    if (initMean && initLogvar) {
+    if (start.kind === 'posterior') {
       // diffusers img2img: posterior sample (first draw), then add_noise (second draw)
       const eps = rng.next();
       const clean = new Float32Array(B * perImage);
       const sf = this.model.vaeScalingFactor;
       for (let i = 0; i < B; i++) {
+        const from = start.perImage ? i * perImage : 0;
         for (let k = 0; k < perImage; k++) {
-          const std = Math.exp(0.5 * initLogvar[k]!);
-          clean[i * perImage + k] = sf * (initMean[k]! + std * eps[i * perImage + k]!);
+          const std = Math.exp(0.5 * start.logvar[from + k]!);
+          clean[i * perImage + k] = sf * (start.mean[from + k]! + std * eps[i * perImage + k]!);
         }
       }
       latents = sampler.addNoise(clean, rng.next());
+    } else if (start.kind === 'latents') {
+      // A1111's latent hires pass: the upscaled latents noised with the new generator's first draw
+      latents = sampler.addNoise(start.clean, rng.next());
     } else {
       latents = rng.next();
       const s = sampler.initNoiseSigma;
       if (s !== 1) for (let k = 0; k < latents.length; k++) latents[k] = Math.fround(latents[k]! * s);
     }
+    // No classifier-free guidance at CFG <= 1 (diffusers' rule): the negative prompt's pass
+    // is skipped, but never under a guidance hook, which works on the uncond prediction.
+    const skipUncond = r.cfgScale <= 1 && !hooks.guidance;
     const eps = new Float32Array(B * perImage);
     const steps = sampler.timesteps.length;
     for (let i = 0; i < steps; i++) {
       throwIfAborted(hooks.signal);
       const t = sampler.timesteps[i]!;
       const x = sampler.scaleModelInput(latents, i);
-      const s = perStep[i]!;
-      // uncond first, as diffusers batches it: a plain prompt's UNet input, hence its image, is unchanged.
-      const preds = await this.predict(x, B, h, w, t, [s.uncond, ...s.conds, ...(concept ? [concept] : [])]);
-      const u = preds[0]!;
-      const conds = preds.slice(1, 1 + s.conds.length);
-      if (hooks.guidance) {
-        const k = concept ? preds[1 + s.conds.length]! : null;
-        await hooks.guidance.combine({ uncond: u, cond: effectiveCond(u, conds, s), concept: k, cfgScale: r.cfgScale, step: i, out: eps });
+      const s = pass.perStep[i]!;
+      if (skipUncond) {
+        // A1111's skipped-uncond combination: the first AND part stands in for the uncond at
+        // scale 1, so a plain prompt's prediction is used as it is.
+        const conds = await this.predict(x, B, h, w, t, s.conds);
+        composeGuidance(conds[s.parts[0]!.cond]!, conds, s, 1, eps);
       } else {
-        composeGuidance(u, conds, s, r.cfgScale, eps);
+        // uncond first, as diffusers batches it: a plain prompt's UNet input, hence its image, is unchanged.
+        const preds = await this.predict(x, B, h, w, t, [s.uncond, ...s.conds, ...(concept ? [concept] : [])]);
+        const u = preds[0]!;
+        const conds = preds.slice(1, 1 + s.conds.length);
+        if (hooks.guidance) {
+          const k = concept ? preds[1 + s.conds.length]! : null;
+          await hooks.guidance.combine({ uncond: u, cond: effectiveCond(u, conds, s), concept: k, cfgScale: r.cfgScale, step: i, pass: pass.kind, out: eps });
+        } else {
+          composeGuidance(u, conds, s, r.cfgScale, eps);
+        }
       }
       sampler.step(eps, i, latents, rng);
-      hooks.onStep?.({ batch, step: i + 1, steps, predOriginal: sampler.predOriginalSample });
+      hooks.onStep?.({ batch, pass: pass.kind, width: pass.width, height: pass.height, step: i + 1, steps, predOriginal: sampler.predOriginalSample });
     }
     return latents;
   }
@@ -329,12 +422,12 @@ export class Generator {
     return results;
   }
 
-  private async decode(latents: Float32Array, r: ResolvedRequest): Promise<Float32Array> {
+  private async decode(latents: Float32Array, height: number, width: number): Promise<Float32Array> {
     const sf = this.model.vaeScalingFactor;
     const z = new Float32Array(latents.length);
     for (let k = 0; k < z.length; k++) z[k] = latents[k]! / sf;
-    const n = latents.length / (4 * (r.height / 8) * (r.width / 8));
-    const out = await this.model.vaeDecoder.run({ latent: new Tensor('f32', [n, 4, r.height / 8, r.width / 8], z) }, ['image']);
+    const n = latents.length / (4 * (height / 8) * (width / 8));
+    const out = await this.model.vaeDecoder.run({ latent: new Tensor('f32', [n, 4, height / 8, width / 8], z) }, ['image']);
     return out.image!.toFloat32();
   }
 }

@@ -187,16 +187,32 @@ export interface GenerationInfo {
   /** Separate VAE, when one is used: its short hash and file name. */
   vaeHash?: string;
   vae?: string;
-  /** img2img strength. */
+  /** img2img strength, or the hires fix's second-pass strength. */
   denoisingStrength?: number;
   /** Written only above 1, as A1111 does. */
   clipSkip?: number;
   /** 'cpu' is written as "RNG: CPU"; 'gpu' is A1111's default and is left out. */
   rng?: 'cpu' | 'gpu';
   loras?: readonly LoraHash[];
+  /** Hires fix: A1111's hr_* fields as it writes them (see HiresInfo). */
+  hires?: HiresInfo;
   /** More "Key: value" pairs, written after the standard ones and before Version (A1111's extra_generation_params). */
   extra?: InfotextParams;
   version?: string;
+}
+
+/**
+ * The hires fix's infotext fields, A1111's extra_generation_params in the order its txt2img
+ * init() sets them: "Hires upscale" (hr_scale, when no resize target is set) or "Hires
+ * resize" ("XxY" as requested, a 0 kept), "Hires steps" (only when hr_second_pass_steps is
+ * not 0), "Hires upscaler" (only when the request named one). The second pass's strength
+ * is GenerationInfo.denoisingStrength ("Denoising strength").
+ */
+export interface HiresInfo {
+  upscale?: number;
+  resize?: { x: number; y: number };
+  steps?: number;
+  upscaler?: string;
 }
 
 /**
@@ -235,6 +251,11 @@ export function generationParams(info: GenerationInfo): InfotextParams {
     ['Denoising strength', info.denoisingStrength],
     ['Clip skip', info.clipSkip !== undefined && info.clipSkip > 1 ? info.clipSkip : undefined],
     ['RNG', info.rng === 'cpu' ? 'CPU' : undefined],
+    // A1111 sets these in init(), before the extra networks of each batch add "Lora hashes".
+    ['Hires upscale', info.hires && !info.hires.resize ? info.hires.upscale : undefined],
+    ['Hires resize', info.hires?.resize ? `${info.hires.resize.x}x${info.hires.resize.y}` : undefined],
+    ['Hires steps', info.hires?.steps ? info.hires.steps : undefined],
+    ['Hires upscaler', info.hires?.upscaler],
     ['Lora hashes', loraHashes],
     ...(info.extra ?? []),
     ['Version', info.version],

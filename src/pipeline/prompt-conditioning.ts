@@ -52,8 +52,10 @@ export async function encodePromptConditioning(
   negativePrompt: string,
   steps: number,
   clipSkip: number,
+  /** Set for a hires fix's second pass: the first pass's steps, where its timeline starts. */
+  firstPassSteps?: number,
 ): Promise<PromptConditioning> {
-  const { parts } = planPositivePrompt(prompt, steps);
+  const { parts } = planPositivePrompt(prompt, steps, firstPassSteps);
   const byText = new Map<string, Promise<ScheduledConditioning[]>>();
   const schedules = await Promise.all(parts.map((p) => {
     const key = p.schedule.map((s) => `${s.endAtStep}\u0000${s.prompt}`).join('\u0001');
@@ -64,7 +66,7 @@ export async function encodePromptConditioning(
     }
     return s;
   }));
-  const negative = await encodeSchedule(encoder, planNegativePrompt(negativePrompt, steps), clipSkip);
+  const negative = await encodeSchedule(encoder, planNegativePrompt(negativePrompt, steps, firstPassSteps), clipSkip);
   return { parts: parts.map((p, i) => ({ weight: p.weight, schedule: schedules[i]! })), negative };
 }
 

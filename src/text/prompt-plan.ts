@@ -20,12 +20,13 @@ export interface PositivePromptPlan {
   parts: PromptPart[];
 }
 
-export function planPositivePrompt(prompt: string, steps: number): PositivePromptPlan {
+/** `firstPassSteps`: `steps` are a hires fix's second pass (see promptSchedule). */
+export function planPositivePrompt(prompt: string, steps: number, firstPassSteps?: number): PositivePromptPlan {
   const { prompt: text, loras, others } = extractExtraNetworks(prompt);
-  const parts = parseSubPrompts(text).map((p) => ({ weight: p.weight, schedule: promptSchedule(p.text, steps) }));
+  const parts = parseSubPrompts(text).map((p) => ({ weight: p.weight, schedule: promptSchedule(p.text, steps, firstPassSteps) }));
   return { loras, others, parts };
 }
 
-export function planNegativePrompt(prompt: string, steps: number): ScheduledPrompt[] {
-  return promptSchedule(prompt, steps);
+export function planNegativePrompt(prompt: string, steps: number, firstPassSteps?: number): ScheduledPrompt[] {
+  return promptSchedule(prompt, steps, firstPassSteps);
 }

@@ -1,5 +1,6 @@
 // A1111 prompt editing [from:to:when], [to:when] and alternation [a|b]
-// (modules/prompt_parser.py get_learned_conditioning_prompt_schedules, without hires fix).
+// (modules/prompt_parser.py get_learned_conditioning_prompt_schedules), for a first pass and
+// for a hires-fix second pass.
 // A1111 parses with a lark grammar; this is a recursive-descent reading of that grammar:
 //   start:     (prompt | /[][():]/+)*        brackets and colons may stand alone only here
 //   prompt:    (emphasized | scheduled | alternate | plain | WHITESPACE)*
@@ -200,8 +201,13 @@ export interface ScheduledPrompt {
  * A1111's prompt schedule for `steps` sampling steps: [a:b:N] uses a up to step N then b;
  * N with a '.' is a fraction of the steps, int(N*steps); [b:N] adds b after step N, [a::N]
  * removes a after it; [a|b] alternates every step. A prompt without these gives one entry.
+ *
+ * With `firstPassSteps`, `steps` are a hires fix's second pass and the timeline goes on from
+ * the first pass (A1111's hires_steps): an integer N counts from the first pass's end
+ * (N - firstPassSteps), a fraction N is (N - 1) * steps, so [a:b:1.5] switches halfway
+ * through the second pass and [a:b:0.5] has already switched when it starts.
  */
-export function promptSchedule(prompt: string, steps: number): ScheduledPrompt[] {
+export function promptSchedule(prompt: string, steps: number, firstPassSteps?: number): ScheduledPrompt[] {
   let tree: Node[];
   try {
     tree = new ScheduleParser(prompt).parseStart();
@@ -213,7 +219,9 @@ export function promptSchedule(prompt: string, steps: number): ScheduledPrompt[]
   visit(tree, (n) => {
     if (n.kind === 'scheduled') {
       let v = Number(n.whenText);
-      if (n.whenText.includes('.')) v *= steps;
+      const hires = firstPassSteps !== undefined;
+      if (n.whenText.includes('.')) v = (v - (hires ? 1 : 0)) * steps;
+      else if (hires) v -= firstPassSteps;
       n.when = Math.min(steps, Math.trunc(v));
       if (n.when >= 1) ends.add(n.when);
     } else if (n.kind === 'alternate') {
