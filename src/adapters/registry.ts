@@ -2,7 +2,7 @@
 // (ss_* keys), the hashes A1111 puts in infotext, and Redline's own sidecar NAME.json
 // (intended category, calibration of intensity levels to strength). Reads headers only,
 // plus one streamed pass per file for hashes (cached).
-import { existsSync, lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, extname, join, relative } from 'node:path';
 import { RedlineError } from '../errors.ts';
 import { loraFamily, type ModelFamily, sniffFileKind } from '../models/checkpoint/detect.ts';
@@ -38,21 +38,45 @@ export interface AdapterListing {
     topTags: Array<{ tag: string; count: number }>;
   };
   sidecar: AdapterSidecar | null;
+  /** Set when the adapter must not be used (its sidecar is unreadable or invalid, or the
+   * category its metadata declares has no matching sidecar): the error generation raises. */
+  refusal: AdapterRefusal | null;
   /** Problems found (bad metadata, bad sidecar, refused file); never fatal for the listing. */
   warnings: string[];
 }
 
+/** Why an adapter is refused, as the RedlineError that using it throws. */
+export interface AdapterRefusal {
+  code: string;
+  message: string;
+  hint: string;
+}
+
+/**
+ * The safetensors metadata key in which an adapter declares its category (Redline's own
+ * keys are `redline.*`, like `redline.merge`). A declared category must be matched by the
+ * sidecar: a graded adapter copied without its NAME.json would otherwise run ungraded.
+ */
+export const CATEGORY_METADATA_KEY = 'redline.category';
+
+const CATEGORY_PATTERN = /^[a-z0-9][a-z0-9-]{0,39}$/;
+
 export const LIMITS = { text: 120, tag: 60, tags: 10, notes: 500, tagJsonBytes: 2_000_000, sidecarBytes: 64 * 1024, levels: 20, walkDepth: 6 } as const;
 
-/** Validates a sidecar object; returns problems instead of throwing. */
-export function parseSidecar(raw: unknown): { sidecar: AdapterSidecar | null; problems: string[] } {
+/**
+ * Validates a sidecar object without throwing. `problems` make the sidecar invalid (an
+ * adapter with an invalid sidecar is refused, see readSidecar); `warnings` (unknown fields,
+ * kept for sidecars written by newer versions) do not.
+ */
+export function parseSidecar(raw: unknown): { sidecar: AdapterSidecar | null; problems: string[]; warnings: string[] } {
   const problems: string[] = [];
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return { sidecar: null, problems: ['sidecar is not a JSON object'] };
+  const warnings: string[] = [];
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return { sidecar: null, problems: ['sidecar is not a JSON object'], warnings };
   const o = raw as Record<string, unknown>;
   const out: AdapterSidecar = {};
-  for (const k of Object.keys(o)) if (!['category', 'intensity', 'notes'].includes(k)) problems.push(`sidecar field "${cleanText(k, 40)}" is not known and was ignored`);
+  for (const k of Object.keys(o)) if (!['category', 'intensity', 'notes'].includes(k)) warnings.push(`sidecar field "${cleanText(k, 40)}" is not known and was ignored`);
   if (o.category !== undefined) {
-    if (typeof o.category === 'string' && /^[a-z0-9][a-z0-9-]{0,39}$/.test(o.category)) out.category = o.category;
+    if (typeof o.category === 'string' && CATEGORY_PATTERN.test(o.category)) out.category = o.category;
     else problems.push('sidecar category must be 1-40 lower-case letters, digits or dashes');
   }
   if (o.intensity !== undefined) {
@@ -75,20 +99,140 @@ export function parseSidecar(raw: unknown): { sidecar: AdapterSidecar | null; pr
     if (typeof o.notes === 'string') out.notes = cleanText(o.notes, LIMITS.notes);
     else problems.push('sidecar notes must be text');
   }
-  return { sidecar: out, problems };
+  return { sidecar: out, problems, warnings };
 }
 
-/** The sidecar NAME.json beside an adapter file (size-limited, validated), or null. */
-export function readSidecar(path: string): { sidecar: AdapterSidecar | null; problems: string[] } {
-  const side = path.replace(/\.safetensors$/i, '.json');
-  if (!existsSync(side)) return { sidecar: null, problems: [] };
-  const size = statSync(side).size;
-  if (size > LIMITS.sidecarBytes) return { sidecar: null, problems: [`sidecar ${basename(side)} is ${size} bytes (limit ${LIMITS.sidecarBytes}); ignored`] };
-  try {
-    return parseSidecar(JSON.parse(readFileSync(side, 'utf8')));
-  } catch {
-    return { sidecar: null, problems: [`sidecar ${basename(side)} is not valid JSON; ignored`] };
+/** The sidecar's path: NAME.json beside NAME.safetensors (or beside an extension-less NAME). */
+export function sidecarPath(adapterPath: string): string {
+  return /\.(safetensors|ckpt|pt|pth|bin)$/i.test(adapterPath) ? adapterPath.replace(/\.[^.]+$/, '.json') : `${adapterPath}.json`;
+}
+
+function adapterName(adapterPath: string): string {
+  return cleanText(basename(adapterPath).replace(/\.(safetensors|ckpt|pt|pth|bin)$/i, ''), LIMITS.text);
+}
+
+/** The error that using a refused adapter raises; `refusal` is what listings show. */
+export class AdapterRefusedError extends RedlineError {
+  constructor(readonly refusal: AdapterRefusal) {
+    super(refusal.code, refusal.message, refusal.hint);
   }
+}
+
+// Messages and hints name files by their base name only: they reach API callers as job
+// errors, and server paths are not theirs to see.
+function sidecarRefusal(adapterPath: string, problem: string): AdapterRefusedError {
+  const side = cleanText(basename(sidecarPath(adapterPath)), LIMITS.text);
+  return new AdapterRefusedError({
+    code: 'adapter_sidecar_invalid',
+    message: `Adapter "${adapterName(adapterPath)}" is refused: its sidecar ${side} ${problem}. Its category and intensity calibration cannot be trusted, and it is not run ungraded.`,
+    hint: `Restore ${side} beside the adapter from the adapter's release (or re-run its calibration): a JSON object such as {"category": "graphic-injury", "intensity": {"1": 0.3, "2": 0.6, "3": 0.9}}. \`redline loras\` lists each adapter's sidecar problems.`,
+  });
+}
+
+/** The sidecar's text; null when there is none. Throws when it exists but cannot be used. */
+function readSidecarText(adapterPath: string): string | null {
+  const side = sidecarPath(adapterPath);
+  let st;
+  try {
+    st = statSync(side);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      // A link to nowhere is a sidecar that went missing, not an adapter without one.
+      let dangling = false;
+      try {
+        dangling = lstatSync(side).isSymbolicLink();
+      } catch { /* no entry at all */ }
+      if (!dangling) return null;
+      throw sidecarRefusal(adapterPath, 'is a symbolic link to a file that does not exist');
+    }
+    throw sidecarRefusal(adapterPath, `cannot be read (${code ?? (err as Error).message})`);
+  }
+  // Checked before opening: opening a FIFO would wait for a writer.
+  if (!st.isFile()) throw sidecarRefusal(adapterPath, 'is not a regular file');
+  if (st.size > LIMITS.sidecarBytes) throw sidecarRefusal(adapterPath, `is ${st.size} bytes, over the ${LIMITS.sidecarBytes}-byte limit for a sidecar`);
+  const buf = Buffer.alloc(LIMITS.sidecarBytes + 1);
+  let n: number;
+  try {
+    const fd = openSync(side, 'r');
+    try {
+      n = readSync(fd, buf, 0, buf.length, 0);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    throw sidecarRefusal(adapterPath, `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  // The file may have grown since stat.
+  if (n > LIMITS.sidecarBytes) throw sidecarRefusal(adapterPath, `is over the ${LIMITS.sidecarBytes}-byte limit for a sidecar`);
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(buf.subarray(0, n));
+  } catch {
+    throw sidecarRefusal(adapterPath, 'is not UTF-8 text (binary data?)');
+  }
+}
+
+function adapterMetadata(adapterPath: string): Record<string, string> {
+  if (!/\.safetensors$/i.test(adapterPath) || !existsSync(adapterPath) || !statSync(adapterPath).isFile() || sniffFileKind(adapterPath) !== 'safetensors') return {};
+  const f = SafetensorsFile.open(adapterPath);
+  try {
+    return f.metadata;
+  } finally {
+    f.close();
+  }
+}
+
+/**
+ * The sidecar NAME.json that governs the adapter at `adapterPath` (size-limited,
+ * validated), or null when there is none. The sidecar carries the adapter's category and
+ * intensity calibration, which the safety layer relies on, so an adapter is refused (a
+ * RedlineError) rather than run ungraded when its sidecar exists but is unreadable, too
+ * large, not JSON or invalid, and when the adapter's metadata declares a category
+ * (CATEGORY_METADATA_KEY) that no sidecar matches. `problems` are harmless warnings
+ * (unknown fields). `metadata` is the adapter's safetensors metadata when already read.
+ */
+export function readSidecar(adapterPath: string, metadata?: Readonly<Record<string, string>>): { sidecar: AdapterSidecar | null; problems: string[] } {
+  const text = readSidecarText(adapterPath);
+  let sidecar: AdapterSidecar | null = null;
+  let warnings: string[] = [];
+  if (text !== null) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text.replace(/^\uFEFF/, ''));
+    } catch (err) {
+      throw sidecarRefusal(adapterPath, `is not valid JSON (${cleanText((err as Error).message, 120)})`);
+    }
+    const parsed = parseSidecar(raw);
+    if (parsed.problems.length) throw sidecarRefusal(adapterPath, `is invalid: ${parsed.problems.join('; ')}`);
+    sidecar = parsed.sidecar;
+    warnings = parsed.warnings;
+  }
+  const declared = (metadata ?? adapterMetadata(adapterPath))[CATEGORY_METADATA_KEY];
+  if (declared !== undefined) {
+    const name = adapterName(adapterPath);
+    const side = cleanText(basename(sidecarPath(adapterPath)), LIMITS.text);
+    if (!CATEGORY_PATTERN.test(declared)) {
+      throw new AdapterRefusedError({
+        code: 'adapter_category_invalid',
+        message: `Adapter "${name}" is refused: its metadata key ${CATEGORY_METADATA_KEY} is "${cleanText(declared, 40)}", not a category (1-40 lower-case letters, digits or dashes).`,
+        hint: 'The file was altered or written by a faulty tool; use the adapter as released.',
+      });
+    }
+    if (sidecar?.category !== declared) {
+      const found = !sidecar ? `it has no sidecar ${side}` : sidecar.category ? `its sidecar ${side} says "${sidecar.category}"` : `its sidecar ${side} names no category`;
+      throw new AdapterRefusedError({
+        code: 'adapter_sidecar_missing',
+        message: `Adapter "${name}" is refused: its metadata declares the category "${declared}" but ${found}, so its intensity calibration is unknown and it would run ungraded.`,
+        hint: `Put the adapter's own ${side} beside it (with "category": "${declared}" and its "intensity" calibration), as released with the adapter or written by its training run.`,
+      });
+    }
+  }
+  return { sidecar, problems: warnings };
+}
+
+/** Throws the refusal of a listed adapter, if it has one. */
+export function assertAdapterUsable(adapter: Pick<AdapterListing, 'refusal'>): void {
+  if (adapter.refusal) throw new AdapterRefusedError(adapter.refusal);
 }
 
 function topTags(raw: string | undefined, warnings: string[]): Array<{ tag: string; count: number }> {
@@ -162,6 +306,7 @@ export async function describeAdapterFile(path: string, root: string, opts: List
     hashes: null,
     meta: { topTags: [] },
     sidecar: null,
+    refusal: null,
     warnings: [],
   };
   if (sniffFileKind(path) !== 'safetensors') {
@@ -206,9 +351,15 @@ export async function describeAdapterFile(path: string, root: string, opts: List
     else m.alpha = a;
   }
   m.topTags = topTags(meta.ss_tag_frequency, entry.warnings);
-  const side = readSidecar(path);
-  entry.sidecar = side.sidecar;
-  entry.warnings.push(...side.problems);
+  try {
+    const side = readSidecar(path, meta);
+    entry.sidecar = side.sidecar;
+    entry.warnings.push(...side.problems);
+  } catch (err) {
+    if (!(err instanceof AdapterRefusedError)) throw err;
+    entry.refusal = err.refusal;
+    entry.warnings.push(err.refusal.message);
+  }
   if (opts.hashes !== false) {
     const h = await fileHashes(path, { cacheFile: opts.cacheFile });
     entry.hashes = { a1111: loraShortHash(h), addnet: h.addnet, sha256: h.sha256, legacy: h.legacy };

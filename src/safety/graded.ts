@@ -4,7 +4,8 @@
 // adapter's calibration, gives the effective level, and a user's weight can only lower it;
 // the level's CFG ceiling applies; and a request clamped below what it asked for gets Safe
 // Latent Diffusion guidance away from the graphic concept.
-import type { AdapterSidecar } from '../adapters/registry.ts';
+import { type AdapterSidecar, parseSidecar } from '../adapters/registry.ts';
+import { RedlineError } from '../errors.ts';
 import type { AdapterRequest, GuidanceHook } from '../pipeline/generate.ts';
 import type { IntensityLevel } from './categories.ts';
 import { calibrationFromSidecar, generationSettings, type Policy } from './policy/policy.ts';
@@ -32,7 +33,27 @@ export function isGradedAdapter(sidecar: AdapterSidecar | null | undefined): boo
   return (sidecar?.category ?? '').replace(/-/g, '_') === 'graphic_injury';
 }
 
+/**
+ * Throws the RedlineError that refuses an adapter whose sidecar the planner cannot trust:
+ * a sidecar object that does not validate (the registry's readSidecar refuses such files;
+ * this guards callers that build the object some other way), or a graded adapter whose
+ * calibration does not give levels 1-3 a non-decreasing strength in 0..2.
+ */
+export function assertAdapterGradable(name: string, sidecar: unknown): void {
+  if (sidecar === null || sidecar === undefined) return;
+  const { problems } = parseSidecar(sidecar);
+  if (problems.length) {
+    throw new RedlineError('adapter_sidecar_invalid',
+      `Adapter "${name}" is refused: its sidecar ${name}.json is invalid: ${problems.join('; ')}.`,
+      `Restore ${name}.json from the adapter's release (or re-run its calibration).`);
+  }
+  if (isGradedAdapter(sidecar as AdapterSidecar)) calibrationFromSidecar(sidecar, `${name}.json`);
+}
+
 export function planGradedGeneration(policy: Policy, requested: IntensityLevel, effective: IntensityLevel, uses: readonly AdapterUse[], cfgScale: number): GradedPlan {
+  // Every adapter is checked before any runs, whatever the level: a refusal must not depend
+  // on which level a prompt happened to ask for.
+  for (const use of uses) assertAdapterGradable(use.name, use.sidecar);
   const asked = Math.max(requested, effective) as IntensityLevel;
   const base = generationSettings(policy, asked, effective);
   const cfg = base.cfgScaleMax !== undefined ? Math.min(cfgScale, base.cfgScaleMax) : cfgScale;

@@ -5,7 +5,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import sharp from 'sharp';
-import { type AdapterListing, listAdapters } from '../adapters/registry.ts';
+import { type AdapterListing, listAdapters, readSidecar } from '../adapters/registry.ts';
 import { RedlineError } from '../errors.ts';
 import { fileHashes, modelShortHash } from '../models/checkpoint/hash.ts';
 import { listModels as listModelFolder } from '../models/checkpoint/registry.ts';
@@ -166,7 +166,16 @@ export class PipelineBackend implements GenerationBackend {
         adapterHashes[a.name] = `sha256:${a.hashes.sha256}`;
         loraHashes.push({ name: a.name, hash: a.hashes.a1111 });
       }
-      return { name: a.name, path: join(this.opts.lorasDir!, a.file), te: use.weight, unet: use.weight, sidecar: a.sidecar ?? null };
+      // The sidecar is read again now, not taken from the listing made at startup: one that
+      // was broken or removed since refuses the adapter instead of leaving it to run on stale
+      // or missing calibration.
+      const path = join(this.opts.lorasDir!, a.file);
+      const { sidecar } = readSidecar(path);
+      if (a.sidecar && !sidecar) {
+        throw new RedlineError('adapter_sidecar_missing', `Adapter "${a.name}" is refused: its sidecar ${a.name}.json was removed after the server started, so its intensity calibration is unknown.`,
+          `Restore ${a.name}.json beside the adapter.`);
+      }
+      return { name: a.name, path, te: use.weight, unet: use.weight, sidecar };
     });
     const plan = planGradedGeneration(policy, requested, effective, uses, request.cfgScale);
     const { adapters: adapterRequests, cfgScale, sld } = plan;
@@ -261,7 +270,7 @@ export class PipelineBackend implements GenerationBackend {
       name: a.name,
       alias: a.name,
       path: join(this.opts.lorasDir ?? '', a.file),
-      metadata: { ...a.meta, ...(a.sidecar ? { redline: a.sidecar } : {}) },
+      metadata: { ...a.meta, ...(a.sidecar ? { redline: a.sidecar } : {}), ...(a.refusal ? { redline_refused: a.refusal.message } : {}) },
     }));
   }
 

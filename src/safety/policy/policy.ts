@@ -315,6 +315,8 @@ export interface AdapterCalibration {
  * Returns undefined when the sidecar calibrates no level; a partial or decreasing table is
  * an error, since the policy's levels must mean the same across adapters.
  */
+const CALIBRATION_HINT = 'A graded adapter is refused until its sidecar calibrates levels 1, 2 and 3: restore the sidecar from the adapter\'s release or re-run its calibration.';
+
 export function calibrationFromSidecar(sidecar: unknown, source = 'sidecar'): AdapterCalibration | undefined {
   if (typeof sidecar !== 'object' || sidecar === null) return undefined;
   const levels = (sidecar as Record<string, unknown>).intensity;
@@ -322,13 +324,13 @@ export function calibrationFromSidecar(sidecar: unknown, source = 'sidecar'): Ad
   const get = (l: number): number => {
     const v = typeof levels === 'object' && levels !== null ? (levels as Record<string, unknown>)[String(l)] : undefined;
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 2) {
-      throw new RedlineError('bad_calibration', `${source}: intensity.${l} must be a strength between 0 and 2, got ${JSON.stringify(v)}.`);
+      throw new RedlineError('bad_calibration', `${source}: intensity.${l} must be a strength between 0 and 2, got ${JSON.stringify(v)}.`, CALIBRATION_HINT);
     }
     return v;
   };
   const s = { 1: get(1), 2: get(2), 3: get(3) };
   if (s[1] > s[2] || s[2] > s[3]) {
-    throw new RedlineError('bad_calibration', `${source}: calibrated strengths must not decrease from level 1 to 3.`);
+    throw new RedlineError('bad_calibration', `${source}: calibrated strengths must not decrease from level 1 to 3.`, CALIBRATION_HINT);
   }
   return { levelStrengths: s };
 }
