@@ -4,6 +4,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // A fresh cache folder per run instead of ~/.cache/redline (see the file).
+    globalSetup: ['test/setup/isolated-cache.ts'],
     pool: 'forks',
     maxWorkers: 2,
     testTimeout: 120_000,
