@@ -6,6 +6,7 @@ import { RedlineError } from '../../errors.ts';
 import { fileHashes, loraShortHash, modelShortHash } from '../../models/checkpoint/hash.ts';
 import { openCheckpoint } from '../../models/checkpoint/load.ts';
 import { Generator, resolveRequest } from '../../pipeline/generate.ts';
+import { HIRES_UPSCALERS, type HiresRequest, hiresInfotext } from '../../pipeline/hires.ts';
 import { decodeImage, encodePng } from '../../pipeline/image.ts';
 import { generationInfotext } from '../../pipeline/infotext.ts';
 import { StableDiffusionModel } from '../../pipeline/model.ts';
@@ -41,7 +42,18 @@ const HELP = `Usage: redline generate --prompt TEXT [options]
                         (default $REDLINE_LORAS_DIR, ./models/Lora, or the embedded
                         model's demo adapters)
   --init-image FILE     img2img: PNG/JPEG/WebP init image (resized to W x H)
-  --strength S          img2img denoising strength in (0, 1] (default 0.75)
+  --strength S          denoising strength in (0, 1] (A1111's "Denoising strength"):
+                        img2img's (default 0.75), or the hires pass's (default 0.7);
+                        --denoise S is the same option
+  --hires               A1111's hires fix: W x H is the first pass, then an upscale and
+                        an img2img pass at the larger size (any --hires-* flag turns it on)
+  --hires-scale X       upscale factor, 1 to 4 (default 2)
+  --hires-resize WxH    target size instead of a factor; 0 for a side follows the aspect
+                        ratio; with both sides the upscale covers WxH and is cropped
+  --hires-upscaler NAME ${HIRES_UPSCALERS.join(', ')}
+                        (default Latent)
+  --hires-steps N       second-pass steps (default: --steps); they are the last N of a
+                        schedule of int(N / strength) steps, as A1111 runs them
   --device NAME         ${PROVIDERS.join(', ')} (default cpu)
   --allow-cpu-fallback  use the CPU when the device cannot start
   --out FILE|DIR        a .png file (one image) or a folder (default outputs/)
@@ -75,6 +87,12 @@ export async function run(argv: string[]): Promise<number> {
       'init-image': { type: 'string' },
       'lora-dir': { type: 'string' },
       strength: { type: 'string' },
+      denoise: { type: 'string' },
+      hires: { type: 'boolean', default: false },
+      'hires-scale': { type: 'string' },
+      'hires-resize': { type: 'string' },
+      'hires-upscaler': { type: 'string' },
+      'hires-steps': { type: 'string' },
       device: { type: 'string', default: 'cpu' },
       'allow-cpu-fallback': { type: 'boolean', default: false },
       out: { type: 'string', default: 'outputs' },
@@ -102,6 +120,11 @@ export async function run(argv: string[]): Promise<number> {
     const h = height;
     initImage = await decodeImage(resolve(values['init-image']), { width: w, height: h });
   }
+  if (values.strength !== undefined && values.denoise !== undefined && num(values.strength, 'strength') !== num(values.denoise, 'denoise')) {
+    throw new RedlineError('bad_option', `--strength ${values.strength} and --denoise ${values.denoise} are the same option with different values.`, 'Give one of them.');
+  }
+  const strength = num(values.strength ?? values.denoise, values.strength !== undefined ? 'strength' : 'denoise');
+  const hires = hiresOptions(values, strength);
   // Validate everything before the (slow) model load.
   const request = resolveRequest({
     prompt: values.prompt,
@@ -116,7 +139,8 @@ export async function run(argv: string[]): Promise<number> {
     ...opt('batchSize', num(values.batch, 'batch')),
     ...opt('batchCount', num(values['batch-count'], 'batch-count')),
     ...opt('clipSkip', num(values['clip-skip'], 'clip-skip')),
-    ...(initImage ? { initImage, strength: num(values.strength, 'strength') ?? 0.75 } : {}),
+    ...(initImage ? { initImage, strength: strength ?? 0.75 } : {}),
+    ...(hires ? { hires } : {}),
   });
   // The CLI is an interface like the API: the same policy screens the prompts before
   // sampling and the same checks judge every image before it is written. The local
@@ -164,8 +188,10 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const hashes = statSync(modelPath).isFile() ? await fileHashes(modelPath) : null;
     const loraHashes = await Promise.all(uses.map(async (u) => ({ name: u.name, hash: loraShortHash(await fileHashes(u.path)) })));
-    const total = request.steps * request.batchCount;
-    const bar = new ProgressBar('sampling', Math.max(1, request.strength ? Math.trunc(request.steps * request.strength) * request.batchCount : total), 'step');
+    // Both passes of a hires fix count: the first pass's steps, then the second pass's.
+    const firstPassSteps = request.strength ? Math.trunc(request.steps * request.strength) : request.steps;
+    const total = (firstPassSteps + (request.hires?.steps ?? 0)) * request.batchCount;
+    const bar = new ProgressBar('sampling', Math.max(1, total), 'step');
     let done = 0;
     const genStart = Date.now();
     const images = await new Generator(model).generate(request, {
@@ -210,6 +236,7 @@ export async function run(argv: string[]): Promise<number> {
         ...(hashes ? { modelHash: modelShortHash(hashes) } : {}),
         model: model.name,
         ...(request.strength !== undefined ? { denoisingStrength: request.strength } : {}),
+        ...(request.hires ? hiresInfotext(request.hires) : {}),
         clipSkip: request.clipSkip,
         rng: request.rng,
         ...(loraHashes.length ? { loras: loraHashes } : {}),
@@ -245,6 +272,33 @@ function nativeSize(modelPath: string): number {
   } finally {
     ckpt.close();
   }
+}
+
+/** The hires fix the flags ask for, or undefined when none of them is given. */
+function hiresOptions(values: Record<string, string | boolean | undefined>, strength: number | undefined): HiresRequest | undefined {
+  const text = (k: string): string | undefined => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
+  const on = values.hires === true || ['hires-scale', 'hires-resize', 'hires-upscaler', 'hires-steps'].some((k) => text(k) !== undefined);
+  if (!on) return undefined;
+  if (values['init-image']) {
+    throw new RedlineError('bad_option', 'The hires fix is a txt2img option; it cannot be combined with --init-image.');
+  }
+  const hires: HiresRequest = {};
+  const scale = num(text('hires-scale'), 'hires-scale');
+  if (scale !== undefined) hires.scale = scale;
+  const resize = text('hires-resize');
+  if (resize !== undefined) {
+    const m = /^(\d+)x(\d+)$/i.exec(resize.trim());
+    if (!m) throw new RedlineError('bad_option', `--hires-resize must be WxH (e.g. 1024x1024, or 1024x0 to keep the aspect ratio), got "${resize}".`);
+    if (scale !== undefined) throw new RedlineError('bad_option', '--hires-scale and --hires-resize both set the target size.', 'Give one of them.');
+    hires.resizeX = Number(m[1]);
+    hires.resizeY = Number(m[2]);
+  }
+  const upscaler = text('hires-upscaler');
+  if (upscaler !== undefined) hires.upscaler = upscaler;
+  const steps = num(text('hires-steps'), 'hires-steps');
+  if (steps !== undefined) hires.steps = steps;
+  if (strength !== undefined) hires.denoise = strength;
+  return hires;
 }
 
 /** The policy role the local command line screens as. */
