@@ -50,8 +50,10 @@ const HELP = `Usage: redline generate --prompt TEXT [options]
   --hires-scale X       upscale factor, 1 to 4 (default 2)
   --hires-resize WxH    target size instead of a factor; 0 for a side follows the aspect
                         ratio; with both sides the upscale covers WxH and is cropped
-  --hires-upscaler NAME ${HIRES_UPSCALERS.join(', ')}
-                        (default Latent)
+  --hires-upscaler NAME (default Latent) one of
+                        ${HIRES_UPSCALERS.slice(0, 3).join(', ')},
+                        ${HIRES_UPSCALERS.slice(3, 6).join(', ')},
+                        ${HIRES_UPSCALERS.slice(6).join(', ')}
   --hires-steps N       second-pass steps (default: --steps); they are the last N of a
                         schedule of int(N / strength) steps, as A1111 runs them
   --device NAME         ${PROVIDERS.join(', ')} (default cpu)
