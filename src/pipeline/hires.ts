@@ -55,8 +55,8 @@ export interface HiresRequest {
   /** hr_resize_x / hr_resize_y: a target size; 0 = follow the other side (default 0). */
   resizeX?: number;
   resizeY?: number;
-  /** hr_upscaler: one of HIRES_UPSCALERS; left out = "Latent" (and no "Hires upscaler" in the infotext, as A1111). */
-  upscaler?: string;
+  /** hr_upscaler: one of HIRES_UPSCALERS; left out or null = "Latent" (and no "Hires upscaler" in the infotext, as A1111). */
+  upscaler?: string | null;
   /** hr_second_pass_steps: 0 or left out = the first pass's steps. */
   steps?: number;
   /** denoising_strength of the second pass, in (0, 1] (default 0.7). */

@@ -51,6 +51,24 @@ export interface GenerationFields<Image> {
   mask: Image | null;
   /** Checkpoint name as listed by listModels(); null = the backend's current model. */
   model: string | null;
+  /** txt2img: A1111's hires fix (width x height is the first pass); absent or null = none. */
+  hires?: HiresFields | null;
+}
+
+/**
+ * A1111's hires-fix settings (hr_scale, hr_resize_x/y, hr_upscaler, hr_second_pass_steps,
+ * denoising_strength), in the shape the pipeline takes (src/pipeline/hires.ts HiresRequest).
+ */
+export interface HiresFields {
+  scale: number;
+  /** 0 = follow the other side's aspect ratio; both 0 = use scale. */
+  resizeX: number;
+  resizeY: number;
+  /** null = A1111's default "Latent", not written to the infotext. */
+  upscaler: string | null;
+  /** Second-pass steps; 0 = the first pass's steps. */
+  steps: number;
+  denoise: number;
 }
 
 /**

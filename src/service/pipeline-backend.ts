@@ -9,7 +9,8 @@ import { type AdapterListing, listAdapters, readSidecar } from '../adapters/regi
 import { RedlineError } from '../errors.ts';
 import { fileHashes, modelShortHash } from '../models/checkpoint/hash.ts';
 import { listModels as listModelFolder } from '../models/checkpoint/registry.ts';
-import { Generator } from '../pipeline/generate.ts';
+import { Generator, MAX_SIDE } from '../pipeline/generate.ts';
+import { hiresInfotext, resolveHires } from '../pipeline/hires.ts';
 import { decodeImage, encodePng } from '../pipeline/image.ts';
 import { generationInfotext } from '../pipeline/infotext.ts';
 import { StableDiffusionModel } from '../pipeline/model.ts';
@@ -187,10 +188,12 @@ export class PipelineBackend implements GenerationBackend {
     }
     const sampler = resolveSamplerName(request.scheduler === 'Karras' && !/Karras$/.test(request.sampler) ? `${request.sampler} Karras` : request.sampler);
     const steps = request.mode === 'img2img' ? Math.max(1, Math.trunc(request.steps * (request.denoisingStrength ?? 0.75))) : request.steps;
-    const total = steps * request.nIter;
+    // A hires fix: both passes count towards the progress; its fields go to the infotext.
+    const hires = request.hires && request.mode === 'txt2img'
+      ? resolveHires(request.hires, { width: request.width, height: request.height, steps: request.steps }, MAX_SIDE)
+      : undefined;
+    const total = (steps + (hires?.steps ?? 0)) * request.nIter;
     let done = 0;
-    const h = request.height / 8;
-    const w = request.width / 8;
     const started = Date.now();
     // SLD state is per batch: a fresh guidance object for each batch of the request.
     const images = [];
@@ -211,6 +214,7 @@ export class PipelineBackend implements GenerationBackend {
         clipSkip: request.clipSkip,
         ...(request.eta !== null ? { eta: request.eta } : {}),
         ...(initImage ? { initImage, strength: request.denoisingStrength ?? 0.75 } : {}),
+        ...(hires && request.hires ? { hires: request.hires } : {}),
         adapters: adapterRequests,
       }, {
         signal: options.signal,
@@ -222,6 +226,8 @@ export class PipelineBackend implements GenerationBackend {
             options.onProgress(done, total);
             return;
           }
+          const h = e.height / 8;
+          const w = e.width / 8;
           void previewPng(e.predOriginal!.subarray(0, 4 * h * w), h, w).then(
             (png) => options.onProgress(done, total, png),
             () => options.onProgress(done, total),
@@ -241,6 +247,7 @@ export class PipelineBackend implements GenerationBackend {
           ...(entry.info.hash ? { modelHash: entry.info.hash } : {}),
           model: entry.info.model_name,
           ...(initImage ? { denoisingStrength: request.denoisingStrength ?? 0.75 } : {}),
+          ...(hires ? hiresInfotext(hires) : {}),
           clipSkip: request.clipSkip,
           ...(loraHashes.length ? { loras: loraHashes } : {}),
           ...(effective > 0 || requested > 0 ? { extra: [['Intensity', effective] as const] } : {}),

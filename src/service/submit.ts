@@ -1,5 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { RedlineError } from '../errors.ts';
+import { MAX_SIDE } from '../pipeline/generate.ts';
+import { resolveHires, type ResolvedHires } from '../pipeline/hires.ts';
 import type { AdapterUse, GenerationFields, RoleCaps, ScreeningResult, ServiceComponents } from './backend.ts';
 import type { StoredRequest } from './execute.ts';
 import { decodeBase64Image, fetchInitImage, normaliseUpload, type UploadLimits } from './hardening.ts';
@@ -62,7 +64,19 @@ function randomSeed(): number {
   return randomInt(4294967294);
 }
 
-function enforceRoleLimits(input: SubmissionInput, role: RoleCaps): void {
+/** The hires fix's checked target, or null; bad settings are a 422 naming the problem (and listing the upscalers). */
+function hiresTarget(input: SubmissionInput): ResolvedHires | null {
+  if (!input.hires) return null;
+  if (input.mode !== 'txt2img') throw new SubmissionError(422, 'hires_txt2img_only', 'the hires fix applies to txt2img only.');
+  try {
+    return resolveHires(input.hires, { width: input.width, height: input.height, steps: input.steps }, MAX_SIDE);
+  } catch (err) {
+    if (err instanceof RedlineError) throw new SubmissionError(422, err.code, err.hint ? `${err.message} ${err.hint}` : err.message);
+    throw err;
+  }
+}
+
+function enforceRoleLimits(input: SubmissionInput, role: RoleCaps, hires: ResolvedHires | null): void {
   if (!role.canGenerate) throw new SubmissionError(403, 'role_cannot_generate', `role '${role.name}' may not generate images.`);
   if (input.width % 8 !== 0 || input.height % 8 !== 0) {
     throw new SubmissionError(422, 'bad_size', `width and height must be multiples of 8 (got ${input.width}x${input.height}).`);
@@ -75,6 +89,13 @@ function enforceRoleLimits(input: SubmissionInput, role: RoleCaps): void {
   }
   if (input.steps > role.maxSteps) {
     throw new SubmissionError(403, 'steps_over_role_limit', `${input.steps} steps is over the limit of ${role.maxSteps} for role '${role.name}'.`);
+  }
+  // The hires fix's output is the image the request makes: the size limit applies to it.
+  if (hires && hires.width * hires.height > role.maxPixels) {
+    throw new SubmissionError(403, 'size_over_role_limit', `the hires fix's ${hires.width}x${hires.height} is over the ${role.maxPixels}-pixel limit of role '${role.name}'.`);
+  }
+  if (hires && hires.steps > role.maxSteps) {
+    throw new SubmissionError(403, 'steps_over_role_limit', `${hires.steps} hires steps is over the limit of ${role.maxSteps} for role '${role.name}'.`);
   }
 }
 
@@ -118,7 +139,8 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
   const role = ctx.roles.get(caller.role);
   const tags = extractLoraTags(raw.prompt);
   const input: SubmissionInput = { ...raw, prompt: tags.prompt, adapters: [...raw.adapters, ...tags.adapters] };
-  enforceRoleLimits(input, role);
+  const hires = hiresTarget(input);
+  enforceRoleLimits(input, role, hires);
   await checkNames(ctx, input);
   const consentRef = input.consentAttestationRef?.trim() || null;
   if (consentRef !== null && input.mode !== 'img2img') {
@@ -140,7 +162,9 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
   }
   const mask = input.mask === null ? null : await normaliseUpload(decodeBase64Image(input.mask, 'mask', ctx.uploadLimits), 'mask', ctx.uploadLimits);
 
-  const rate = ctx.limiter.take(caller.id, generationCost(input), role.rate);
+  // A hires fix costs its second pass too, at the target size.
+  const cost = generationCost(input) + (hires ? generationCost({ ...input, steps: hires.steps, width: hires.width, height: hires.height }) : 0);
+  const rate = ctx.limiter.take(caller.id, cost, role.rate);
   if (!rate.allowed) {
     ctx.metrics.rateLimited.inc({ role: role.name });
     const retry = Number.isFinite(rate.retryAfterS) ? rate.retryAfterS : 3600;

@@ -118,9 +118,9 @@ describe('A1111-compatible API', () => {
   });
 
   it('refuses features Redline does not have by name instead of ignoring them', async () => {
-    const hr = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'x', enable_hr: true }, basic);
+    const hr = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'x', enable_hr: true, hr_sampler_name: 'DDIM' }, basic);
     expect(hr.status).toBe(422);
-    expect(((await hr.json()) as { detail: string }).detail).toMatch(/enable_hr/);
+    expect(((await hr.json()) as { detail: string }).detail).toMatch(/hr_sampler_name is not supported/);
     const ov = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'x', override_settings: { redline_intensity: 3 } }, basic);
     expect(ov.status).toBe(422);
     expect(((await ov.json()) as { detail: string }).detail).toMatch(/override_settings.redline_intensity is not supported/);

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { sendError } from '../auth.ts';
-import type { ScreeningResult } from '../backend.ts';
+import type { HiresFields, ScreeningResult } from '../backend.ts';
 import type { StoredRequest } from '../execute.ts';
 import type { ProgressHub } from '../progress.ts';
 import type { ServiceContext, SubmissionInput } from '../submit.ts';
@@ -100,6 +100,8 @@ type A1111Body = Record<string, unknown> & {
   batch_size: number; n_iter: number; steps: number; cfg_scale: number; width: number; height: number;
   eta: number | null; override_settings: Record<string, unknown> | null; script_name: string | null;
   alwayson_scripts: Record<string, { args?: unknown[] }>; enable_hr?: boolean; denoising_strength: number | null;
+  hr_scale?: number; hr_upscaler?: string | null; hr_second_pass_steps?: number; hr_resize_x?: number; hr_resize_y?: number;
+  firstphase_width?: number; firstphase_height?: number;
   init_images?: string[] | null; init_image_url?: string | null; mask?: string | null; intensity: number | null;
   redline_consent?: string | null;
 };
@@ -108,7 +110,7 @@ const SUPPORTED_OVERRIDES = new Set(['sd_model_checkpoint', 'CLIP_stop_at_last_l
 
 function a1111ToInput(mode: 'txt2img' | 'img2img', b: A1111Body): SubmissionInput {
   // Features Redline does not implement are refused by name, never silently ignored.
-  if (b.enable_hr) throw new SubmissionError(422, 'unsupported', 'enable_hr (hires fix) is not supported by Redline; generate at the target size or upscale separately.');
+  const hires = mode === 'txt2img' ? a1111Hires(b) : null;
   if (b.script_name) throw new SubmissionError(422, 'unsupported', `scripts are not supported by Redline (script_name '${b.script_name}').`);
   for (const [name, s] of Object.entries(b.alwayson_scripts ?? {})) {
     if (Array.isArray(s?.args) && s.args.length > 0 && s.args.some((a) => a !== false)) {
@@ -148,6 +150,43 @@ function a1111ToInput(mode: 'txt2img' | 'img2img', b: A1111Body): SubmissionInpu
     model,
     requestedIntensity: b.intensity,
     consentAttestationRef: b.redline_consent ?? null,
+    ...(hires ? { hires } : {}),
+  };
+}
+
+/** A1111's txt2img hires fields (StableDiffusionProcessingTxt2Img); its defaults where left out. */
+function a1111Hires(b: A1111Body): HiresFields | null {
+  if (!b.enable_hr) return null;
+  if (b.firstphase_width || b.firstphase_height) {
+    throw new SubmissionError(422, 'unsupported', 'firstphase_width/firstphase_height (the old hires fix) are not supported by Redline; set width/height to the first pass and hr_scale or hr_resize_x/hr_resize_y to the target.');
+  }
+  for (const field of ['hr_checkpoint_name', 'hr_sampler_name', 'hr_prompt', 'hr_negative_prompt'] as const) {
+    const v = b[field];
+    const same = (field === 'hr_prompt' && v === b.prompt) || (field === 'hr_negative_prompt' && v === b.negative_prompt) || (field === 'hr_sampler_name' && v === (b.sampler_name || b.sampler_index));
+    if (v !== undefined && v !== null && v !== '' && !same) {
+      throw new SubmissionError(422, 'unsupported', `${field} is not supported by Redline: the hires pass uses the first pass's checkpoint, sampler and prompts.`);
+    }
+  }
+  return {
+    scale: b.hr_scale ?? 2,
+    resizeX: b.hr_resize_x ?? 0,
+    resizeY: b.hr_resize_y ?? 0,
+    upscaler: b.hr_upscaler ?? null,
+    steps: b.hr_second_pass_steps ?? 0,
+    // A1111's StableDiffusionProcessingTxt2Img default.
+    denoise: b.denoising_strength ?? 0.75,
+  };
+}
+
+/** The hires entries A1111 puts in extra_generation_params, as its init() names them. */
+function a1111HiresParams(request: StoredRequest): Record<string, unknown> {
+  const hr = request.hires;
+  if (!hr) return {};
+  return {
+    ...(hr.resizeX || hr.resizeY ? { 'Hires resize': `${hr.resizeX}x${hr.resizeY}` } : { 'Hires upscale': hr.scale }),
+    ...(hr.steps ? { 'Hires steps': hr.steps } : {}),
+    ...(hr.upscaler !== null ? { 'Hires upscaler': hr.upscaler } : {}),
+    'Denoising strength': hr.denoise,
   };
 }
 
@@ -243,7 +282,7 @@ export function registerA1111Routes(app: FastifyInstance, ctx: Ctx): void {
         seed_resize_from_w: -1,
         seed_resize_from_h: -1,
         denoising_strength: request.denoisingStrength,
-        extra_generation_params: { 'Redline intensity': request.intensity },
+        extra_generation_params: { ...a1111HiresParams(request), 'Redline intensity': request.intensity },
         index_of_first_image: 0,
         infotexts: images.map((im) => im.infotext),
         styles: [],

@@ -46,6 +46,18 @@ export const jobRequestSchema = {
     model: { type: ['string', 'null'], maxLength: 512, default: null },
     intensity: { type: ['integer', 'null'], minimum: 0, maximum: 3, default: null, description: 'Requested graded intensity; capped by the caller\'s role, never raised by it' },
     consent_attestation_ref: { type: ['string', 'null'], maxLength: 256, default: null, description: 'img2img: reference of the pictured person\'s signed consent; needed to grade a photographed face when the caller\'s role has the consent workflow; stored in the audit log' },
+    hires: {
+      type: ['object', 'null'], default: null, additionalProperties: false,
+      description: 'txt2img: A1111\'s hires fix; width x height is the first pass, the size limits apply to the target',
+      properties: {
+        scale: { type: 'number', default: 2, description: 'upscale factor (A1111 hr_scale), used when resize_x and resize_y are 0' },
+        resize_x: { type: 'integer', minimum: 0, default: 0 },
+        resize_y: { type: 'integer', minimum: 0, default: 0 },
+        upscaler: { type: ['string', 'null'], maxLength: 64, default: null, description: 'Latent, Latent (antialiased), Latent (bicubic), Latent (bicubic antialiased), Latent (nearest), Latent (nearest-exact), None, Lanczos or Nearest; null = Latent' },
+        second_pass_steps: { type: 'integer', minimum: 0, default: 0, description: '0 = the first pass\'s steps' },
+        denoising_strength: { type: 'number', minimum: 0, maximum: 1, default: 0.7 },
+      },
+    },
   },
 } as const;
 
@@ -74,6 +86,7 @@ export interface NativeJobBody {
   model: string | null;
   intensity: number | null;
   consent_attestation_ref: string | null;
+  hires: { scale: number; resize_x: number; resize_y: number; upscaler: string | null; second_pass_steps: number; denoising_strength: number } | null;
 }
 
 function nativeToInput(b: NativeJobBody): SubmissionInput {
@@ -83,6 +96,12 @@ function nativeToInput(b: NativeJobBody): SubmissionInput {
     subseedStrength: b.subseed_strength, width: b.width, height: b.height, batchSize: b.batch_size, nIter: b.n_iter, clipSkip: b.clip_skip,
     eta: b.eta, denoisingStrength: b.denoising_strength, initImages: b.init_images, initImageUrl: b.init_image_url, mask: b.mask,
     model: b.model, requestedIntensity: b.intensity, consentAttestationRef: b.consent_attestation_ref,
+    ...(b.hires ? {
+      hires: {
+        scale: b.hires.scale, resizeX: b.hires.resize_x, resizeY: b.hires.resize_y, upscaler: b.hires.upscaler,
+        steps: b.hires.second_pass_steps, denoise: b.hires.denoising_strength,
+      },
+    } : {}),
   };
 }
 
