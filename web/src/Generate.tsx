@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useId, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
 import type { SentImage } from './App.tsx';
-import { api, errorText, type Adapter, type IntensityView, type JobRequest, type JobState, type Me, type ResultImage, type Sampler } from './api.ts';
+import { api, errorText, HIRES_UPSCALERS, type Adapter, type IntensityView, type JobRequest, type JobState, type Me, type ResultImage, type Sampler } from './api.ts';
 import { ImageCard } from './ImageCard.tsx';
 
 interface Props {
@@ -57,6 +57,11 @@ export function Generate({ mode, me, sent, onImages, onSendToImg2img }: Props) {
   const [batchSize, setBatchSize] = useState(1);
   const [batchCount, setBatchCount] = useState(1);
   const [denoise, setDenoise] = useState(0.75);
+  const [hires, setHires] = useState(false);
+  const [hiresScale, setHiresScale] = useState(2);
+  const [hiresUpscaler, setHiresUpscaler] = useState('Latent');
+  const [hiresSteps, setHiresSteps] = useState(0);
+  const [hiresDenoise, setHiresDenoise] = useState(0.7);
   const [initImage, setInitImage] = useState<string | null>(null);
   const [initName, setInitName] = useState('');
   const [available, setAvailable] = useState<Adapter[]>([]);
@@ -173,8 +178,10 @@ export function Generate({ mode, me, sent, onImages, onSendToImg2img }: Props) {
       mode, prompt, negative_prompt: negative, adapters, sampler_name: sampler, steps, cfg_scale: cfg, seed,
       width, height, batch_size: batchSize, n_iter: batchCount, intensity: autoIntensity ? null : intensity,
       ...(mode === 'img2img' && initImage ? { init_images: [initImage], denoising_strength: denoise } : {}),
+      ...(mode === 'txt2img' && hires ? { hires: { scale: hiresScale, upscaler: hiresUpscaler, second_pass_steps: hiresSteps, denoising_strength: hiresDenoise } } : {}),
     };
-    for (const [name, v] of Object.entries({ steps, 'CFG scale': cfg, seed, width, height, 'batch size': batchSize, 'batch count': batchCount })) {
+    const hiresNumbers = mode === 'txt2img' && hires ? { 'Upscale by': hiresScale, 'Hires steps': hiresSteps } : {};
+    for (const [name, v] of Object.entries({ steps, 'CFG scale': cfg, seed, width, height, 'batch size': batchSize, 'batch count': batchCount, ...hiresNumbers })) {
       if (!Number.isFinite(v)) {
         setError(`${name} is not a number.`);
         return;
@@ -281,6 +288,33 @@ export function Generate({ mode, me, sent, onImages, onSendToImg2img }: Props) {
           <NumberField id={id('batch-size')} label="Batch size" value={batchSize} onChange={setBatchSize} min={1} max={16} />
           <NumberField id={id('batch-count')} label="Batch count" value={batchCount} onChange={setBatchCount} min={1} max={100} />
         </fieldset>
+
+        {mode === 'txt2img' && (
+          <fieldset className="grid">
+            <legend>Hires. fix</legend>
+            <div className="field">
+              <label htmlFor={id('hires')}>
+                <input id={id('hires')} type="checkbox" checked={hires} onChange={(e) => setHires(e.target.checked)} /> Upscale and refine (width x height is the first pass)
+              </label>
+            </div>
+            {hires && (
+              <>
+                <div className="field">
+                  <label htmlFor={id('hires-upscaler')}>Upscaler</label>
+                  <select id={id('hires-upscaler')} value={hiresUpscaler} onChange={(e) => setHiresUpscaler(e.target.value)}>
+                    {HIRES_UPSCALERS.map((u) => <option key={u} value={u}>{u}</option>)}
+                  </select>
+                </div>
+                <NumberField id={id('hires-scale')} label={`Upscale by (${Math.trunc(width * hiresScale)}x${Math.trunc(height * hiresScale)})`} value={hiresScale} onChange={setHiresScale} min={1} max={4} step={0.05} />
+                <NumberField id={id('hires-steps')} label="Hires steps (0 = same)" value={hiresSteps} onChange={setHiresSteps} min={0} max={150} />
+                <div className="field">
+                  <label htmlFor={id('hires-denoise')}>Denoising strength: {hiresDenoise.toFixed(2)}</label>
+                  <input id={id('hires-denoise')} type="range" min={0.01} max={1} step={0.01} value={hiresDenoise} onChange={(e) => setHiresDenoise(e.target.valueAsNumber)} />
+                </div>
+              </>
+            )}
+          </fieldset>
+        )}
 
         <fieldset>
           <legend>Adapters (LoRA)</legend>

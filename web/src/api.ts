@@ -78,7 +78,20 @@ export interface JobRequest {
   denoising_strength?: number;
   init_images?: string[];
   intensity: number | null;
+  /** txt2img: A1111's hires fix; width x height is the first pass. */
+  hires?: HiresRequest;
 }
+
+export interface HiresRequest {
+  scale: number;
+  upscaler: string;
+  /** 0 = the first pass's steps. */
+  second_pass_steps: number;
+  denoising_strength: number;
+}
+
+/** The hires upscalers the server knows (src/pipeline/hires.ts HIRES_UPSCALERS). */
+export const HIRES_UPSCALERS = ['Latent', 'Latent (antialiased)', 'Latent (bicubic)', 'Latent (bicubic antialiased)', 'Latent (nearest)', 'Latent (nearest-exact)', 'None', 'Lanczos', 'Nearest'];
 
 export interface KeyRow { id: string; name: string; role: string; user_id: number | null; created_at: string; last_used_at: string | null; revoked_at: string | null }
 export interface UserRow { id: number; username: string; role: string; disabled: boolean; created_at: string }
