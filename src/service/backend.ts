@@ -3,6 +3,7 @@
 // (src/safety) provide the implementations, wired in one place: src/service/components.ts
 // (see src/service/README.md for how to plug them in).
 import type { Policy } from '../safety/policy/policy.ts';
+import type { AuditEvidence } from '../safety/audit/audit-log.ts';
 import type { CategoryResult } from '../safety/screen/screener.ts';
 
 /** A LoRA (or other adapter) applied to one generation, as A1111's `<lora:name:weight>`. */
@@ -179,6 +180,9 @@ export interface ScreenedCategory {
   category: string;
   /** 'lexicon': the word lists and rules; 'semantic': the text-embedding comparison. */
   source: CategoryResult['source'];
+  /** The spans that put the request in the category: for the audit log and operators,
+   * never for the requester (it would teach evasion). */
+  evidence?: AuditEvidence[];
 }
 
 export interface ScreeningResult {
@@ -242,8 +246,8 @@ export interface AuditEvent {
   prompt?: string;
   negativePrompt?: string;
   verdict?: string;
-  /** Screening events carry each category's source; output-check blocks have none. */
-  categories?: { category: string; source?: ScreenedCategory['source'] }[];
+  /** Screening events carry each category's source and evidence; output-check blocks have neither. */
+  categories?: { category: string; source?: ScreenedCategory['source']; evidence?: AuditEvidence[] }[];
   requestedIntensity?: number;
   effectiveIntensity?: number;
   reason?: string;

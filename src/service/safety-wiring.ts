@@ -22,7 +22,15 @@ export function serviceScreener(screener: SafetyScreener): Screener {
   return {
     async screen(input: ScreeningInput): Promise<ScreeningResult> {
       const r = await screener.screenAsync({ prompt: input.prompt, negativePrompt: input.negativePrompt, loras: input.adapters }, input.role);
-      const categories = r.categories.map(({ category, source }) => ({ category, source }));
+      const categories = r.categories.map(({ category, source, evidence }) => ({
+        category,
+        source,
+        evidence: evidence.map(({ field, index, start, end, signal, term, text, score, concept }) => ({
+          field, start, end, signal, text,
+          ...(index !== undefined ? { index } : {}), ...(term !== undefined ? { term } : {}),
+          ...(score !== undefined ? { score } : {}), ...(concept !== undefined ? { concept } : {}),
+        })),
+      }));
       if (r.verdict === 'refuse') {
         return { verdict: 'refuse', requestedIntensity: r.intensity, effectiveIntensity: 0, categories, reason: r.reason ?? 'This request cannot be generated on this server.' };
       }
@@ -66,7 +74,12 @@ export function auditSink(log: AuditLog): AuditSink {
         role: e.role,
         ...(e.prompt !== undefined ? { prompts: log.prompts(e.prompt, e.negativePrompt) } : {}),
         ...(e.verdict === 'allow' || e.verdict === 'clamp' || e.verdict === 'refuse' ? { verdict: e.verdict } : {}),
-        ...(e.categories ? { categories: e.categories.map(({ category, source }) => (source ? { category, source } : { category })) } : {}),
+        // Evidence goes through the log's own filter: no matched text or term under 'hash'.
+        ...(e.categories ? {
+          categories: e.categories.map(({ category, source, evidence }) => ({
+            category, ...(source ? { source } : {}), ...(evidence?.length ? { evidence: log.evidence(evidence) } : {}),
+          })),
+        } : {}),
         ...(e.requestedIntensity !== undefined ? { requestedIntensity: e.requestedIntensity } : {}),
         ...(e.effectiveIntensity !== undefined ? { effectiveIntensity: e.effectiveIntensity } : {}),
         ...(e.kind === 'block' ? { blocks: (e.categories?.length ? e.categories.map((c) => c.category) : ['unspecified']).map((category) => ({ stage: String(e.detail?.stage ?? 'output'), category, reason: e.reason ?? '' })) } : {}),

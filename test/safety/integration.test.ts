@@ -131,7 +131,11 @@ describe('production wiring on the golden model with a blocking test policy', ()
       // nothing in this prompt) and raised the requested intensity from 0.
       const screened = rows.filter((r) => r.kind === 'screen' && r.event.caller === callerId);
       expect(screened).toHaveLength(1);
-      expect(screened[0]!.event.categories).toEqual([{ category: 'graphic_injury', source: 'semantic' }]);
+      // with its evidence: the whole prompt, and the concept phrase it came close to
+      expect(screened[0]!.event.categories).toEqual([{
+        category: 'graphic_injury', source: 'semantic',
+        evidence: [{ field: 'prompt', start: 0, end: PROMPT.length, text: PROMPT, signal: 'semantic', score: expect.any(Number), concept: expect.any(String) }],
+      }]);
       expect(screened[0]!.event.requestedIntensity).toBeGreaterThan(0);
       const blockRows = rows.filter((r) => r.kind === 'block' && r.event.details?.jobId === id);
       expect(blockRows).toHaveLength(2);

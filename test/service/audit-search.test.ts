@@ -157,9 +157,10 @@ describe('screening sources through the service', () => {
       const res = await postJson(`${h.base}/api/v1/jobs`, { prompt, steps: 2, width: 64, height: 64 }, bearer(h.keys.studio));
       expect(res.status, await res.clone().text()).toBe(202);
     }
+    // each with its evidence: the semantic hit spans the prompt, the lexicon names the words
     const expected = [
-      [{ category: 'graphic_injury', source: 'semantic' }],
-      [{ category: 'graphic_injury', source: 'lexicon' }],
+      [{ category: 'graphic_injury', source: 'semantic', evidence: [{ field: 'prompt', start: 0, end: 24, text: 'crimson ruin of a statue', signal: 'semantic', score: expect.any(Number), concept: 'crimson ruin of a statue' }] }],
+      [{ category: 'graphic_injury', source: 'lexicon', evidence: expect.arrayContaining([{ field: 'prompt', start: 30, end: 35, text: 'wound', signal: 'injury', term: 'wound' }]) }],
     ];
     const stored = [...log.rows()].filter((r) => r.kind === 'screen');
     expect(stored.map((r) => r.event.categories)).toEqual(expected);

@@ -33,15 +33,26 @@ export interface AuditEvent {
   details?: Record<string, unknown>;
 }
 
+/**
+ * Why the screener put a request in a category: one matched span. Offsets are UTF-16 code
+ * units into the field as screened and stored in the row's `prompts` (for the service, the
+ * submitted prompt with its <lora:...> tags taken out).
+ */
 export interface AuditEvidence {
+  /** 'prompt', 'negative_prompt' or 'lora' (then `index` is the LoRA's position). */
   field: string;
   index?: number;
   start: number;
   end: number;
+  /** The lexicon tag (or age / negative-prompt signal, or 'semantic') the span gave. */
   signal: string;
-  /** Present only when prompts are stored as text. */
+  /** The normalised lexicon term that matched. Present only when prompts are stored as text. */
+  term?: string;
+  /** The span's original text. Present only when prompts are stored as text. */
   text?: string;
+  /** Semantic layer: cosine similarity, and the concept phrase (project data, not the prompt). */
   score?: number;
+  concept?: string;
 }
 
 export interface AuditPrompts {
@@ -201,9 +212,10 @@ export class AuditLog {
     return out;
   }
 
-  /** Evidence as stored: without the matched text when prompts are hashed. */
-  evidence(items: AuditEvidence[]): AuditEvidence[] {
-    return items.map((e) => (this.promptStorage === 'text' ? { ...e } : { ...e, text: undefined }));
+  /** Evidence as stored: without the matched text or term when prompts are hashed (both
+   * would give away the prompt's words). */
+  evidence(items: readonly AuditEvidence[]): AuditEvidence[] {
+    return items.map((e) => (this.promptStorage === 'text' ? { ...e } : { ...e, text: undefined, term: undefined }));
   }
 
   /** Appends one event; returns the stored row. */

@@ -15,7 +15,7 @@ export function screenEvent(log: AuditLog, caller: string, request: ScreenReques
       hardBlocked: c.hardBlocked,
       source: c.source,
       evidence: log.evidence(c.evidence.map((e) => ({
-        field: e.field, index: e.index, start: e.start, end: e.end, signal: e.signal, text: e.text, score: e.score,
+        field: e.field, index: e.index, start: e.start, end: e.end, signal: e.signal, term: e.term, text: e.text, score: e.score, concept: e.concept,
       }))),
     })),
     requestedIntensity: result.intensity,

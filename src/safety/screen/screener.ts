@@ -28,6 +28,9 @@ export interface Evidence {
   text: string;
   /** The signal this span gave (lexicon tag, age, or 'semantic'). */
   signal: string;
+  /** The lexicon term that matched, as written in data/lexicon.yaml (the normalised form
+   * the span was read as, e.g. "decapitat*", "age 12"); absent for the semantic layer. */
+  term?: string;
   /** Semantic layer: cosine similarity and the concept phrase it matched. */
   score?: number;
   concept?: string;
@@ -100,7 +103,7 @@ export class Screener {
     const texts = new Map<string, string>(fields.map((f) => [`${f.field}:${f.index ?? ''}`, f.text]));
     const evidenceOf = (s: Signal): Evidence => ({
       field: s.field, index: s.index, start: s.start, end: s.end,
-      text: texts.get(`${s.field}:${s.index ?? ''}`)!.slice(s.start, s.end), signal: s.tag,
+      text: texts.get(`${s.field}:${s.index ?? ''}`)!.slice(s.start, s.end), signal: s.tag, term: s.term,
     });
 
     const byCategory = new Map<Category, CategoryResult>();
