@@ -13,7 +13,10 @@ const HELP = `Usage:
 verify   recomputes the hash chain; exits 1 and names every edited, deleted, reordered or
          truncated row. Prints the head (SEQ:HASH): keep it elsewhere and pass it back with
          --expect-head to detect a rewrite of the whole file.
-export   writes one JSON object per row (seq, ts, kind, event, prev_hash, hash).
+export   writes one JSON object per row (seq, ts, kind, event, prev_hash, hash). Screening
+         events carry each category's evidence (field, start/end offsets, lexicon signal,
+         matched term and text; no term or text when prompts are stored as hashes); see
+         docs/policy.md, "Audit log".
 
 --db FILE  the audit database (default: $REDLINE_AUDIT_DB, else ./redline-audit.sqlite)`;
 
