@@ -7,8 +7,9 @@
 // interpolate.test.ts), a new per-image generator for the same seeds at the new shape, a
 // schedule of int(steps / denoise) steps of which the last `steps` run, and the prompt
 // timeline of A1111's hires_steps rules.
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { embeddedModelPath } from '../../src/pipeline/embedded.ts';
+import { embeddedAdaptersPath, embeddedModelPath } from '../../src/pipeline/embedded.ts';
 import { Generator, type GeneratedImage, type GenerationHooks, type GenerationRequest, type GuidanceHook } from '../../src/pipeline/generate.ts';
 import { type RgbImage, rgbToVaeInput, unitToRgb, vaeOutputToUnit } from '../../src/pipeline/image.ts';
 import { interpolate } from '../../src/pipeline/interpolate.ts';
@@ -173,6 +174,27 @@ describe('hires fix, latent upscalers', () => {
     const [img] = await generate({ prompt: A, steps: 3, width: 64, height: 96, hires: { resizeX: 128, resizeY: 128, upscaler: 'Latent', denoise: 0.5 } });
     expect([img!.image.width, img!.image.height]).toEqual([128, 128]);
     expect(maxAbsDiff(img!.latents, ref)).toBe(0);
+  }, 120_000);
+});
+
+describe('hires fix with a LoRA', () => {
+  it('the adapter stays applied in the second pass (text encoder and UNet)', async () => {
+    const adapters = embeddedAdaptersPath();
+    if (!adapters) throw new Error('models/Lora is missing: this test needs the embedded demo adapter');
+    const path = join(adapters, 'splatter.safetensors');
+    // Reference: the model with the adapter set by hand, the two passes written out.
+    await model.setAdapters([{ adapter: model.loadAdapter(path), te: 0.8, unet: 0.8 }]);
+    const [u, c] = [await encode(''), await encode(A)];
+    const x1 = await firstPass('Euler', 2, [SEED], [64, 64], () => [u, c], cfg(CFG));
+    const s2 = createSampler('Euler', { steps: 4, strength: 0.5 }); // 2 / 0.5 = 4
+    const rng2 = new ImageRng({ seeds: [SEED], shape: [4, 16, 16], source: 'cpu' });
+    const ref = await runLoop({ sampler: s2, rng: rng2, x: s2.addNoise(doubleByRepeat(x1, 4, 8, 8) as Float32Array, rng2.next()), B: 1, size: [16, 16], at: () => [u, c], combine: cfg(CFG) });
+    await model.setAdapters([]);
+
+    const [img] = await generate({ prompt: A, steps: 2, adapters: [{ path, te: 0.8, unet: 0.8 }], hires: { upscaler: 'Latent (nearest)', denoise: 0.5 } });
+    expect(maxAbsDiff(img!.latents, ref)).toBe(0);
+    const [plain] = await generate({ prompt: A, steps: 2, hires: { upscaler: 'Latent (nearest)', denoise: 0.5 } });
+    expect(maxAbsDiff(img!.latents, plain!.latents)).toBeGreaterThan(1e-3);
   }, 120_000);
 });
 

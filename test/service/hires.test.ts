@@ -45,6 +45,13 @@ describe('hires fix requests that are refused', () => {
     expect(((await res.json()) as { detail: string }).detail).toMatch(/332x332, which is not a multiple of 8/);
   });
 
+  it('lists the upscalers as A1111 does: /upscalers (pixel) and /latent-upscale-modes', async () => {
+    const pixel = (await (await fetch(`${h.base}/sdapi/v1/upscalers`, { headers: bearer(h.keys.creator) })).json()) as { name: string; scale: number }[];
+    expect(pixel.map((u) => u.name)).toEqual(['None', 'Lanczos', 'Nearest']);
+    const latent = (await (await fetch(`${h.base}/sdapi/v1/latent-upscale-modes`, { headers: bearer(h.keys.creator) })).json()) as { name: string }[];
+    expect(latent.map((u) => u.name)).toEqual(UPSCALERS.slice(0, 6));
+  });
+
   it('enable_hr false ignores the hr_* fields, as A1111 does', async () => {
     const res = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'a lighthouse', width: 64, height: 64, steps: 2, enable_hr: false, hr_upscaler: 'R-ESRGAN 4x+', hr_scale: 9 }, bearer(h.keys.creator));
     expect(res.status).toBe(200);

@@ -7,6 +7,7 @@ import type { ServiceContext, SubmissionInput } from '../submit.ts';
 import { SubmissionError, submitGeneration } from '../submit.ts';
 import { replySubmissionError } from './native.ts';
 import { ServerStoppingError } from '../jobs.ts';
+import { IMAGE_UPSCALERS, LATENT_UPSCALERS } from '../../pipeline/hires.ts';
 
 // AUTOMATIC1111-compatible API (/sdapi/v1). Field names and defaults are A1111's: the
 // processing defaults (steps 50, cfg_scale 7, 512x512, seed -1, batch 1, n_iter 1), the
@@ -312,6 +313,15 @@ export function registerA1111Routes(app: FastifyInstance, ctx: Ctx): void {
   app.get('/sdapi/v1/samplers', {
     schema: { tags: ['a1111'], summary: 'Samplers (A1111 shape)', response: { 200: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, aliases: { type: 'array', items: { type: 'string' } }, options: { type: 'object', additionalProperties: true } } } } } },
   }, async () => components.backend.listSamplers());
+
+  // The hires fix's upscalers, as A1111 lists them (its built-in pixel upscalers report scale 4).
+  app.get('/sdapi/v1/upscalers', {
+    schema: { tags: ['a1111'], summary: 'Pixel upscalers for hr_upscaler (A1111 shape; no model upscalers on Redline)', response: { 200: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, model_name: { type: ['string', 'null'] }, model_path: { type: ['string', 'null'] }, model_url: { type: ['string', 'null'] }, scale: { type: 'number' } } } } } },
+  }, async () => Object.keys(IMAGE_UPSCALERS).map((name) => ({ name, model_name: null, model_path: null, model_url: null, scale: 4 })));
+
+  app.get('/sdapi/v1/latent-upscale-modes', {
+    schema: { tags: ['a1111'], summary: 'Latent upscale modes for hr_upscaler (A1111 shape)', response: { 200: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' } } } } } },
+  }, async () => Object.keys(LATENT_UPSCALERS).map((name) => ({ name })));
 
   app.get('/sdapi/v1/scripts', {
     schema: { tags: ['a1111'], summary: 'Scripts (none on Redline)', response: { 200: { type: 'object', properties: { txt2img: { type: 'array', items: { type: 'string' } }, img2img: { type: 'array', items: { type: 'string' } } } } } },
