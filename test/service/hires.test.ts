@@ -81,9 +81,9 @@ describe('hires fix on the embedded model through the A1111 API', () => {
     expect(body.images).toHaveLength(1);
     const meta = await sharp(Buffer.from(body.images[0]!, 'base64')).metadata();
     expect([meta.width, meta.height]).toEqual([128, 128]);
-    const info = JSON.parse(body.info) as { width: number; height: number; infotexts: string[]; extra_generation_params: Record<string, unknown> };
+    const info = JSON.parse(body.info) as { width: number; height: number; denoising_strength: number; infotexts: string[]; extra_generation_params: Record<string, unknown> };
     // A1111 reports the first pass's size; the hires entries come from extra_generation_params.
-    expect([info.width, info.height]).toEqual([64, 64]);
+    expect([info.width, info.height, info.denoising_strength]).toEqual([64, 64, 0.5]);
     expect(info.extra_generation_params).toMatchObject({ 'Hires upscale': 2, 'Hires steps': 2, 'Hires upscaler': 'Latent (antialiased)', 'Denoising strength': 0.5 });
     expect(info.infotexts[0]).toMatch(/Size: 64x64, .*Denoising strength: 0\.5, Hires upscale: 2, Hires steps: 2, Hires upscaler: Latent \(antialiased\)/);
     expect(parseInfotext(info.infotexts[0]!).params['Hires upscaler']).toBe('Latent (antialiased)');

@@ -282,7 +282,7 @@ export function registerA1111Routes(app: FastifyInstance, ctx: Ctx): void {
         sd_vae_hash: null,
         seed_resize_from_w: -1,
         seed_resize_from_h: -1,
-        denoising_strength: request.denoisingStrength,
+        denoising_strength: request.hires ? request.hires.denoise : request.denoisingStrength,
         extra_generation_params: { ...a1111HiresParams(request), 'Redline intensity': request.intensity },
         index_of_first_image: 0,
         infotexts: images.map((im) => im.infotext),
