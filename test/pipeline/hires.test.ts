@@ -14,6 +14,8 @@ import { Generator, type GeneratedImage, type GenerationHooks, type GenerationRe
 import { type RgbImage, rgbToVaeInput, unitToRgb, vaeOutputToUnit } from '../../src/pipeline/image.ts';
 import { interpolate } from '../../src/pipeline/interpolate.ts';
 import { StableDiffusionModel } from '../../src/pipeline/model.ts';
+import { planGradedGeneration } from '../../src/safety/graded.ts';
+import { loadPolicy } from '../../src/safety/policy/policy.ts';
 import { SafeLatentGuidance, SLD_PRESETS } from '../../src/safety/sld.ts';
 import { create as createSampler, ImageRng, type Sampler } from '../../src/sampling/index.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
@@ -294,6 +296,16 @@ describe('a guidance hook (safety) keeps the uncond pass at any CFG', () => {
     // 3 rows per step (uncond, prompt and concept; one call when their token lengths match)
     expect(rows.reduce((s, n) => s + n, 0)).toBe(9);
     expect(seen).toEqual(['first:0', 'first:1', 'first:2']);
+  }, 60_000);
+
+  it('the safety layer\'s own hook (a clamped graded request) at CFG 1: the uncond pass runs in both passes', async () => {
+    // Asked for level 3, clamped to 1: the default policy's plan guides with SLD.
+    const plan = planGradedGeneration(loadPolicy(), 3, 1, [], 1);
+    const hook = plan.guidance();
+    expect(hook).toBeDefined();
+    const { rows } = await unetRows(() => generate({ prompt: A, steps: 2, cfgScale: plan.cfgScale, hires: { steps: 2, denoise: 0.5 } }, { guidance: hook! }));
+    // uncond + prompt + safety concept, every step of both passes
+    expect(rows.reduce((s, n) => s + n, 0)).toBe(3 * 4);
   }, 60_000);
 
   it('with a hires fix the hook steers the second pass too, its steps counted from 0', async () => {
