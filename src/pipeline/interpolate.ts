@@ -4,7 +4,7 @@
 // (aten/src/ATen/native/UpSample.h):
 //   scale = in / out (size given, no scale_factor)
 //   nearest:        src = min(floor(dst * scale), in - 1), scale in float32
-//   nearest-exact:  src = min(floor((dst + 0.5) * scale), in - 1)
+//   nearest-exact:  src = min(floor((dst + 0.5) * scale), in - 1) (computed as round(max((dst + .5) * scale - .5, 0)))
 //   bilinear:       src = max((dst + 0.5) * scale - 0.5, 0), neighbours floor(src) and +1
 //                   (clamped), weights 1 - frac and frac
 //   bicubic:        src = (dst + 0.5) * scale - 0.5 (not clamped), Keys cubic with A = -0.75
@@ -27,15 +27,11 @@ export interface Nchw {
 
 const f32 = Math.fround;
 
-/** torch's nearest / nearest-exact source index along one axis. */
+/** torch's nearest / nearest-exact source index along one axis, in float32 as its CPU kernel computes it. */
 function nearestIndex(dst: number, inSize: number, outSize: number, exact: boolean): number {
-  if (!exact) {
-    // PyTorch short-cuts these two cases before doing float arithmetic.
-    if (outSize === inSize) return dst;
-    if (outSize === 2 * inSize) return dst >> 1;
-  }
   const scale = f32(inSize / outSize);
-  const src = Math.floor(f32((exact ? dst + 0.5 : dst) * scale));
+  // nearest-exact rounds the centre-aligned source, max(scale * (dst + .5) - .5, 0), to nearest.
+  const src = exact ? Math.floor(f32(Math.max(f32(f32(scale * (dst + 0.5)) - 0.5), 0) + 0.5)) : Math.floor(f32(scale * dst));
   return Math.min(src, inSize - 1);
 }
 
