@@ -180,8 +180,9 @@ export interface ScreenedCategory {
   category: string;
   /** 'lexicon': the word lists and rules; 'semantic': the text-embedding comparison. */
   source: CategoryResult['source'];
-  /** The spans that put the request in the category: for the audit log and operators,
-   * never for the requester (it would teach evasion). */
+  /** The rules that fired and the spans that put the request in the category: for the
+   * audit log and operators, never for the requester (it would teach evasion). */
+  rules?: string[];
   evidence?: AuditEvidence[];
 }
 
@@ -247,7 +248,7 @@ export interface AuditEvent {
   negativePrompt?: string;
   verdict?: string;
   /** Screening events carry each category's source and evidence; output-check blocks have neither. */
-  categories?: { category: string; source?: ScreenedCategory['source']; evidence?: AuditEvidence[] }[];
+  categories?: { category: string; source?: ScreenedCategory['source']; rules?: string[]; evidence?: AuditEvidence[] }[];
   requestedIntensity?: number;
   effectiveIntensity?: number;
   reason?: string;

@@ -22,9 +22,10 @@ export function serviceScreener(screener: SafetyScreener): Screener {
   return {
     async screen(input: ScreeningInput): Promise<ScreeningResult> {
       const r = await screener.screenAsync({ prompt: input.prompt, negativePrompt: input.negativePrompt, loras: input.adapters }, input.role);
-      const categories = r.categories.map(({ category, source, evidence }) => ({
+      const categories = r.categories.map(({ category, source, rules, evidence }) => ({
         category,
         source,
+        rules,
         evidence: evidence.map(({ field, index, start, end, signal, term, text, score, concept }) => ({
           field, start, end, signal, text,
           ...(index !== undefined ? { index } : {}), ...(term !== undefined ? { term } : {}),
@@ -76,8 +77,9 @@ export function auditSink(log: AuditLog): AuditSink {
         ...(e.verdict === 'allow' || e.verdict === 'clamp' || e.verdict === 'refuse' ? { verdict: e.verdict } : {}),
         // Evidence goes through the log's own filter: no matched text or term under 'hash'.
         ...(e.categories ? {
-          categories: e.categories.map(({ category, source, evidence }) => ({
-            category, ...(source ? { source } : {}), ...(evidence?.length ? { evidence: log.evidence(evidence) } : {}),
+          categories: e.categories.map(({ category, source, rules, evidence }) => ({
+            category, ...(source ? { source } : {}), ...(rules?.length ? { rules } : {}),
+            ...(evidence?.length ? { evidence: log.evidence(evidence) } : {}),
           })),
         } : {}),
         ...(e.requestedIntensity !== undefined ? { requestedIntensity: e.requestedIntensity } : {}),

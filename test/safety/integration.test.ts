@@ -133,7 +133,7 @@ describe('production wiring on the golden model with a blocking test policy', ()
       expect(screened).toHaveLength(1);
       // with its evidence: the whole prompt, and the concept phrase it came close to
       expect(screened[0]!.event.categories).toEqual([{
-        category: 'graphic_injury', source: 'semantic',
+        category: 'graphic_injury', source: 'semantic', rules: ['semantic'],
         evidence: [{ field: 'prompt', start: 0, end: PROMPT.length, text: PROMPT, signal: 'semantic', score: expect.any(Number), concept: expect.any(String) }],
       }]);
       expect(screened[0]!.event.requestedIntensity).toBeGreaterThan(0);

@@ -48,9 +48,11 @@ describe('audit evidence through the service, prompts stored as text', () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it("a refused request's row names each matched span, its lexicon signal and the normalised term", () => {
+  it("a refused request's row names the rule that fired, each matched span, its lexicon signal and the normalised term", () => {
     const row = screenRows(log).find((r) => r.event.verdict === 'refuse')!;
     expect(row.event.prompts?.prompt).toBe(REFUSED);
+    // a clear minor term with injury wording (src/safety/screen/rules.ts)
+    expect(row.event.categories!.find((c) => c.category === 'minors_graded')!.rules).toEqual(['clear_minor+injury']);
     const evidence = evidenceOf(row, 'minors_graded');
     expect(evidence).toContainEqual({ ...span(REFUSED, 'ch1ld'), text: 'ch1ld', signal: 'minor', term: 'child' });
     expect(evidence).toContainEqual({ ...span(REFUSED, 'bl00d'), text: 'bl00d', signal: 'injury', term: 'blood' });
@@ -67,6 +69,7 @@ describe('audit evidence through the service, prompts stored as text', () => {
   it("a clamped request's row carries the evidence of its graded wording", () => {
     const row = screenRows(log).find((r) => r.event.verdict === 'clamp')!;
     expect(row.event).toMatchObject({ requestedIntensity: 3, effectiveIntensity: 2 });
+    expect(row.event.categories).toEqual([expect.objectContaining({ category: 'graphic_injury', source: 'lexicon', rules: ['injury_level'] })]);
     const evidence = evidenceOf(row, 'graphic_injury');
     expect(evidence).toContainEqual({ ...span(CLAMPED, 'w0und'), text: 'w0und', signal: 'injury', term: 'wound' });
     expect(evidence).toContainEqual({ ...span(CLAMPED, 'bleeeding'), text: 'bleeeding', signal: 'injury', term: 'bleeding' });

@@ -159,8 +159,8 @@ describe('screening sources through the service', () => {
     }
     // each with its evidence: the semantic hit spans the prompt, the lexicon names the words
     const expected = [
-      [{ category: 'graphic_injury', source: 'semantic', evidence: [{ field: 'prompt', start: 0, end: 24, text: 'crimson ruin of a statue', signal: 'semantic', score: expect.any(Number), concept: 'crimson ruin of a statue' }] }],
-      [{ category: 'graphic_injury', source: 'lexicon', evidence: expect.arrayContaining([{ field: 'prompt', start: 30, end: 35, text: 'wound', signal: 'injury', term: 'wound' }]) }],
+      [{ category: 'graphic_injury', source: 'semantic', rules: ['semantic'], evidence: [{ field: 'prompt', start: 0, end: 24, text: 'crimson ruin of a statue', signal: 'semantic', score: expect.any(Number), concept: 'crimson ruin of a statue' }] }],
+      [{ category: 'graphic_injury', source: 'lexicon', rules: ['injury_level'], evidence: expect.arrayContaining([{ field: 'prompt', start: 30, end: 35, text: 'wound', signal: 'injury', term: 'wound' }]) }],
     ];
     const stored = [...log.rows()].filter((r) => r.kind === 'screen');
     expect(stored.map((r) => r.event.categories)).toEqual(expected);

@@ -22,7 +22,8 @@ export interface AuditEvent {
   /** Prompts as given, or as salted hashes; see `AuditLog.prompts`. */
   prompts?: AuditPrompts;
   verdict?: 'allow' | 'clamp' | 'refuse';
-  categories?: { category: string; hardBlocked?: boolean; source?: string; evidence?: AuditEvidence[]; score?: number }[];
+  /** `rules`: the screening rules that fired (src/safety/screen/rules.ts ids, or 'semantic'). */
+  categories?: { category: string; hardBlocked?: boolean; source?: string; rules?: string[]; evidence?: AuditEvidence[]; score?: number }[];
   requestedIntensity?: number;
   effectiveIntensity?: number;
   model?: { name?: string; sha256?: string; shortHash?: string };

@@ -14,6 +14,7 @@ export function screenEvent(log: AuditLog, caller: string, request: ScreenReques
       category: c.category,
       hardBlocked: c.hardBlocked,
       source: c.source,
+      rules: c.rules,
       evidence: log.evidence(c.evidence.map((e) => ({
         field: e.field, index: e.index, start: e.start, end: e.end, signal: e.signal, term: e.term, text: e.text, score: e.score, concept: e.concept,
       }))),

@@ -28,6 +28,8 @@ export interface Signal {
 export interface RuleHit {
   category: Category;
   signals: Signal[];
+  /** The rules that fired for the category (ids such as 'clear_minor+injury'). */
+  rules: string[];
 }
 
 export interface RuleResult {
@@ -206,8 +208,10 @@ export function applyRules(fieldsIn: FieldAnalysis[], ctx: RuleContext): RuleRes
   const positive = fieldsIn.filter((f) => f.field !== 'negative_prompt').map((f) => groupByTag(f, ctx.negation));
   const negative = fieldsIn.filter((f) => f.field === 'negative_prompt').map((f) => groupByTag(f, ctx.negation));
   const hits: RuleHit[] = [];
-  const add = (category: Category, signals: Signal[]) => {
-    if (signals.length) hits.push({ category, signals });
+  // `rule` names the rule that fired, for the audit log: which combination of signals put
+  // the request in the category.
+  const add = (category: Category, signals: Signal[], rule: string) => {
+    if (signals.length) hits.push({ category, signals, rules: [rule] });
   };
 
   // Ages.
@@ -260,50 +264,50 @@ export function applyRules(fieldsIn: FieldAnalysis[], ctx: RuleContext): RuleRes
   }
 
   // Minors.
-  add('minors_sexual', all(positive, 'minor_sexual'));
+  add('minors_sexual', all(positive, 'minor_sexual'), 'minor_sexual_term');
   // "girl"/"boy" alone may be adults: with explicit sexual wording they count as minors,
   // with merely suggestive wording only a clear minor term or a stated age under 18 does.
-  if (minorsAny.length && sexual.length) add('minors_sexual', [...minorsAny, ...sexual]);
+  if (minorsAny.length && sexual.length) add('minors_sexual', [...minorsAny, ...sexual], 'minor+sexual');
   const clearMinors = [...minorStrong, ...negAge];
-  if (clearMinors.length && suggestive.length) add('minors_sexual', [...clearMinors, ...suggestive]);
-  if (minors.length && attire.length && minorAges.length) add('minors_sexual', [...minors, ...attire]);
+  if (clearMinors.length && suggestive.length) add('minors_sexual', [...clearMinors, ...suggestive], 'clear_minor+suggestive');
+  if (minors.length && attire.length && minorAges.length) add('minors_sexual', [...minors, ...attire], 'minor_age+attire');
   // A clear minor with any injury; "girl" alone (often an adult in prompts) from level 2.
-  if (minorStrong.length && injury.length) add('minors_graded', [...minorStrong, ...injury]);
-  else if (minors.length && injury.some((s) => (s.level ?? 0) >= 2)) add('minors_graded', [...minors, ...injury]);
+  if (minorStrong.length && injury.length) add('minors_graded', [...minorStrong, ...injury], 'clear_minor+injury');
+  else if (minors.length && injury.some((s) => (s.level ?? 0) >= 2)) add('minors_graded', [...minors, ...injury], 'minor+injury_level2');
 
   // Sexual violence and sexualised injury.
-  add('sexual_violence', all(positive, 'sexual_violence'));
+  add('sexual_violence', all(positive, 'sexual_violence'), 'sexual_violence_term');
   const coercion = all(positive, 'coercion');
   if ((sexual.length || suggestive.length) && (injury.length || coercion.length)) {
-    add('sexual_violence', [...sexual, ...suggestive, ...injury, ...coercion]);
+    add('sexual_violence', [...sexual, ...suggestive, ...injury, ...coercion], 'sexual+injury_or_coercion');
   }
 
   // Real people.
   const persons = [...all(positive, 'person'), ...all(positive, 'person_title')];
-  if (persons.length && injury.length) add('real_person_graded', [...persons, ...injury]);
-  if (persons.length && (sexual.length || suggestive.length)) add('real_person_sexual', [...persons, ...sexual, ...suggestive]);
+  if (persons.length && injury.length) add('real_person_graded', [...persons, ...injury], 'person+injury');
+  if (persons.length && (sexual.length || suggestive.length)) add('real_person_sexual', [...persons, ...sexual, ...suggestive], 'person+sexual');
 
   // Extremism: slogans alone; organisations and symbols in propaganda or glorifying use;
   // real atrocities and their perpetrators glorified; calls to violence against a group.
-  add('extremist', all(positive, 'extremist'));
+  add('extremist', all(positive, 'extremist'), 'extremist_term');
   for (const { f, by } of positive) {
     const orgs = (by.get('extremist_org') ?? []).filter((m) => !precededBy(f.tokens, m, ctx.counter, 2));
     const context = [...(by.get('propaganda') ?? []), ...(by.get('glorify') ?? [])];
-    if (orgs.length && context.length) add('extremist', [...orgs, ...context].map((m) => sig(f, m)));
+    if (orgs.length && context.length) add('extremist', [...orgs, ...context].map((m) => sig(f, m)), 'org+propaganda_or_glorify');
     const atrocity = by.get('atrocity') ?? [];
     const glorify = by.get('glorify') ?? [];
     if (atrocity.length && glorify.length && !anyGroupWord(f, ctx.memorial)) {
-      add('extremist', [...atrocity, ...glorify].map((m) => sig(f, m)));
+      add('extremist', [...atrocity, ...glorify].map((m) => sig(f, m)), 'atrocity+glorify');
     }
     const incite = nearPairs([{ f, by }], 'incite_verb', 'target_group', 4);
     if (incite.length && (by.get('propaganda')?.length || by.get('glorify')?.length)) {
-      add('extremist', [...incite, ...[...(by.get('propaganda') ?? []), ...glorify].map((m) => sig(f, m))]);
+      add('extremist', [...incite, ...[...(by.get('propaganda') ?? []), ...glorify].map((m) => sig(f, m))], 'incitement+propaganda');
     }
   }
 
   // Self-harm: direct encouragement; or a self-harm term romanticised, encouraged or shown
   // with injury, unless the text is about prevention or support.
-  add('self_harm_promotion', all(positive, 'selfharm_imperative'));
+  add('self_harm_promotion', all(positive, 'selfharm_imperative'), 'selfharm_imperative');
   for (const { f, by } of positive) {
     const terms = [...(by.get('selfharm') ?? []), ...(by.get('selfharm_ambiguous') ?? [])];
     if (!terms.length) continue;
@@ -311,15 +315,15 @@ export function applyRules(fieldsIn: FieldAnalysis[], ctx: RuleContext): RuleRes
     const inj = by.get('injury') ?? [];
     const prevention = by.get('prevention') ?? [];
     const strongTerms = by.get('selfharm') ?? [];
-    if (promote.length && !prevention.length) add('self_harm_promotion', [...terms, ...promote].map((m) => sig(f, m)));
+    if (promote.length && !prevention.length) add('self_harm_promotion', [...terms, ...promote].map((m) => sig(f, m)), 'selfharm+promote');
     else if (strongTerms.length && inj.length && !prevention.length) {
-      add('self_harm_promotion', [...strongTerms, ...inj].map((m) => sig(f, m)));
+      add('self_harm_promotion', [...strongTerms, ...inj].map((m) => sig(f, m)), 'selfharm+injury');
     }
   }
 
   // Configurable categories.
-  if (sexual.length) add('sexual', sexual);
-  if (intensity > 0) add('graphic_injury', intensitySignals);
+  if (sexual.length) add('sexual', sexual, 'sexual_wording');
+  if (intensity > 0) add('graphic_injury', intensitySignals, 'injury_level');
 
   const merged = mergeHits(hits);
   return {
@@ -338,7 +342,11 @@ function precededBy(tokens: Token[], m: Match, keys: Set<string> | undefined, wi
 
 function mergeHits(hits: RuleHit[]): RuleHit[] {
   const by = new Map<Category, Signal[]>();
-  for (const h of hits) by.set(h.category, [...(by.get(h.category) ?? []), ...h.signals]);
+  const rulesOf = new Map<Category, string[]>();
+  for (const h of hits) {
+    by.set(h.category, [...(by.get(h.category) ?? []), ...h.signals]);
+    rulesOf.set(h.category, [...new Set([...(rulesOf.get(h.category) ?? []), ...h.rules])]);
+  }
   return [...by].map(([category, signals]) => {
     const seen = new Set<string>();
     const uniq = signals.filter((s) => {
@@ -347,6 +355,6 @@ function mergeHits(hits: RuleHit[]): RuleHit[] {
       seen.add(id);
       return true;
     });
-    return { category, signals: uniq };
+    return { category, signals: uniq, rules: rulesOf.get(category)! };
   });
 }

@@ -40,6 +40,8 @@ export interface CategoryResult {
   category: Category;
   hardBlocked: boolean;
   source: 'lexicon' | 'semantic';
+  /** The category rules that fired (src/safety/screen/rules.ts ids), or ['semantic']. */
+  rules: string[];
   evidence: Evidence[];
 }
 
@@ -108,13 +110,13 @@ export class Screener {
 
     const byCategory = new Map<Category, CategoryResult>();
     for (const h of rules.hits) {
-      byCategory.set(h.category, { category: h.category, hardBlocked: isHardBlocked(h.category), source: 'lexicon', evidence: h.signals.map(evidenceOf) });
+      byCategory.set(h.category, { category: h.category, hardBlocked: isHardBlocked(h.category), source: 'lexicon', rules: h.rules, evidence: h.signals.map(evidenceOf) });
     }
     let intensity = rules.intensity;
     for (const s of semantic) {
       if (byCategory.has(s.category)) continue;
       byCategory.set(s.category, {
-        category: s.category, hardBlocked: isHardBlocked(s.category), source: 'semantic',
+        category: s.category, hardBlocked: isHardBlocked(s.category), source: 'semantic', rules: ['semantic'],
         evidence: [{ field: 'prompt', start: 0, end: request.prompt.length, text: request.prompt, signal: 'semantic', score: s.cosine, concept: s.phrase }],
       });
       if (s.category === 'graphic_injury' && s.level !== undefined && s.level > intensity) intensity = s.level;
