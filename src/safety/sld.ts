@@ -12,8 +12,11 @@
 //   momentum = sld_mom_beta * momentum + (1 - sld_mom_beta) * gs   (eq. 8)
 //   if step >= sld_warmup_steps: g = g - gs                   (eq. 3)
 //   out    = uncond + guidance_scale * g
-// Momentum builds up during warm-up too. SLD is off (plain CFG) when sld_guidance_scale <= 1
-// or guidance_scale <= 1, as in diffusers.
+// Momentum builds up during warm-up too. SLD is off (plain CFG) when sld_guidance_scale <= 1.
+// Unlike diffusers, a CFG scale <= 1 does not switch SLD off: a request field must never
+// disable a safety layer. At CFG <= 1 the pipeline's prediction is the prompt's alone (the
+// diffusers rule, w = 1), so SLD gives text - gs; with w < 1 in the formula the negative
+// prompt would be mixed in as content, up to the negative prompt alone at CFG 0.
 import { RedlineError } from '../errors.ts';
 import type { Category } from './categories.ts';
 
@@ -67,9 +70,9 @@ export function sldPreset(name: string): SldParams {
   return { ...p };
 }
 
-/** Whether SLD is active for these settings (diffusers: sld_guidance_scale > 1 and CFG on). */
-export function sldEnabled(params: SldParams, guidanceScale: number): boolean {
-  return params.sld_guidance_scale > 1 && guidanceScale > 1;
+/** Whether SLD steers: sld_guidance_scale > 1, whatever the CFG scale (see the header). */
+export function sldEnabled(params: SldParams): boolean {
+  return params.sld_guidance_scale > 1;
 }
 
 /**
@@ -87,7 +90,7 @@ export class SafeLatentGuidance {
   }
 
   get enabled(): boolean {
-    return sldEnabled(this.params, this.guidanceScale);
+    return sldEnabled(this.params);
   }
 
   /**
@@ -104,7 +107,8 @@ export class SafeLatentGuidance {
       throw new Error(`SLD: noise predictions differ in length (${n}, ${text.length}, ${concept.length})`);
     }
     const result = out ?? new Float32Array(n);
-    const w = this.guidanceScale;
+    // CFG <= 1 is no guidance: the prompt's prediction alone (u + 1 * (t - u)).
+    const w = this.guidanceScale > 1 ? this.guidanceScale : 1;
     if (!this.enabled) {
       for (let i = 0; i < n; i++) result[i] = uncond[i]! + w * (text[i]! - uncond[i]!);
       return result;

@@ -34,12 +34,24 @@ describe('Safe Latent Diffusion guidance', () => {
     expect(s2[2]).toBeCloseTo(7.5 * -(0.5 + 0.5 * 0.51), 5);
   });
 
-  it('is plain classifier-free guidance when sld_guidance_scale <= 1 or guidance_scale <= 1 (as diffusers)', () => {
+  it('is plain classifier-free guidance when sld_guidance_scale <= 1 (as diffusers)', () => {
     const off = new SafeLatentGuidance({ ...params, sld_guidance_scale: 1 }, 7.5);
     expect(off.enabled).toBe(false);
     const out = off.step(0, uncond, text, concept);
     expect(Array.from(out)).toEqual(Array.from(uncond, (u, i) => Math.fround(u + 7.5 * (text[i]! - u))));
-    expect(new SafeLatentGuidance(params, 1).enabled).toBe(false);
+  });
+
+  // diffusers switches SLD off at CFG <= 1; here a request's CFG must not switch off a
+  // safety layer, and CFG <= 1 means the prompt's prediction alone (never the negative
+  // prompt's, which CFG 0 in the u + w * g formula would give).
+  it.each([1, 0.5, 0])('still steers at CFG %s, from the prompt prediction alone', (cfg) => {
+    const sld = new SafeLatentGuidance({ ...params, sld_warmup_steps: 0, sld_momentum_scale: 0 }, cfg);
+    expect(sld.enabled).toBe(true);
+    // gs = (concept - uncond) * scale: e0 scale 0.5 -> 0.125; e1 scale 0 -> 0; e2 scale 1 -> 0.5. out = text - gs.
+    const out = sld.step(0, uncond, text, concept);
+    expect(out[0]).toBeCloseTo(0.3 - 0.125, 6);
+    expect(out[1]).toBeCloseTo(0.1, 6);
+    expect(out[2]).toBeCloseTo(-0.5, 6);
   });
 
   it('MAX applies from step 0 and the presets are diffusers SafetyConfig values', () => {
