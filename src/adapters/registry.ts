@@ -11,7 +11,7 @@ import { SafetensorsFile } from '../tensor/safetensors.ts';
 import { cleanNumber, cleanText } from './text.ts';
 
 export interface AdapterSidecar {
-  /** What the adapter is for, e.g. "vfx-gore", "moulage" (lower-case words, dashes). */
+  /** What content the adapter makes: one of SIDECAR_CATEGORIES (the policy governs it). */
   category?: string;
   /** Intensity level -> strength, e.g. {"1": 0.3, "2": 0.55, "3": 0.8}. */
   intensity?: Record<string, number>;
@@ -61,6 +61,49 @@ export const CATEGORY_METADATA_KEY = 'redline.category';
 
 const CATEGORY_PATTERN = /^[a-z0-9][a-z0-9-]{0,39}$/;
 
+/**
+ * The categories a sidecar, or an adapter's CATEGORY_METADATA_KEY, may declare. Each one is
+ * governed by the policy (src/safety/categories.ts maps it to its policy category):
+ * `graphic-injury` adapters run at the strength the policy gives the effective intensity
+ * level. Any other category is refused, since the policy could not grade it and it would
+ * run at the tag's weight. An adapter that makes no graded content declares no category.
+ */
+export const SIDECAR_CATEGORIES = ['graphic-injury'] as const;
+export type SidecarCategory = (typeof SIDECAR_CATEGORIES)[number];
+
+/**
+ * The safety layer's hard-blocked categories (src/safety/categories.ts) as a sidecar spells
+ * them; test/safety/adapter-categories.test.ts keeps the two lists equal. An adapter made for
+ * one is refused outright, whatever the rest of its sidecar says.
+ */
+export const HARD_BLOCKED_SIDECAR_CATEGORIES = [
+  'minors-sexual', 'minors-graded', 'sexual-violence', 'real-person-graded', 'real-person-sexual', 'extremist', 'self-harm-promotion',
+] as const;
+
+const categoryWords = (category: string): string[] =>
+  category.toLowerCase().split(/[^a-z0-9]+/).filter(Boolean).map((w) => (w.length > 3 && w.endsWith('s') && !w.endsWith('ss') ? w.slice(0, -1) : w));
+
+/**
+ * The hard-blocked category a declared category names, or null. Words count in any order
+ * and singular or plural, with other words around them ("sexual-minors",
+ * "extremist-propaganda" and "minor-sexual-v2" are all hard-blocked).
+ */
+export function hardBlockedSidecarCategory(category: string): string | null {
+  const words = new Set(categoryWords(category));
+  return HARD_BLOCKED_SIDECAR_CATEGORIES.find((blocked) => categoryWords(blocked).every((w) => words.has(w))) ?? null;
+}
+
+/** Why a declared category cannot be used (hard-blocked, malformed or unknown), or null when it can. */
+export function sidecarCategoryProblem(category: string): { kind: 'hard_blocked' | 'malformed' | 'unknown'; problem: string } | null {
+  const shown = cleanText(category, 40);
+  // Checked first, on any spelling: a hard-blocked adapter is refused as such, never as a typo.
+  const blocked = hardBlockedSidecarCategory(category);
+  if (blocked) return { kind: 'hard_blocked', problem: `category "${shown}" is the hard-blocked category ${blocked}, which no policy, role or request allows` };
+  if (!CATEGORY_PATTERN.test(category)) return { kind: 'malformed', problem: 'category must be 1-40 lower-case letters, digits or dashes' };
+  if (!(SIDECAR_CATEGORIES as readonly string[]).includes(category)) return { kind: 'unknown', problem: `category "${shown}" is not a category Redline knows (known: ${SIDECAR_CATEGORIES.join(', ')})` };
+  return null;
+}
+
 export const LIMITS = { text: 120, tag: 60, tags: 10, notes: 500, tagJsonBytes: 2_000_000, sidecarBytes: 64 * 1024, levels: 20, walkDepth: 6 } as const;
 
 /**
@@ -76,8 +119,9 @@ export function parseSidecar(raw: unknown): { sidecar: AdapterSidecar | null; pr
   const out: AdapterSidecar = {};
   for (const k of Object.keys(o)) if (!['category', 'intensity', 'notes'].includes(k)) warnings.push(`sidecar field "${cleanText(k, 40)}" is not known and was ignored`);
   if (o.category !== undefined) {
-    if (typeof o.category === 'string' && CATEGORY_PATTERN.test(o.category)) out.category = o.category;
-    else problems.push('sidecar category must be 1-40 lower-case letters, digits or dashes');
+    const bad = typeof o.category === 'string' ? sidecarCategoryProblem(o.category) : { problem: 'category must be 1-40 lower-case letters, digits or dashes' };
+    if (bad) problems.push(`sidecar ${bad.problem}`);
+    else out.category = o.category as string;
   }
   if (o.intensity !== undefined) {
     if (!o.intensity || typeof o.intensity !== 'object' || Array.isArray(o.intensity)) {
@@ -172,7 +216,8 @@ function readSidecarText(adapterPath: string): string | null {
   }
 }
 
-function adapterMetadata(adapterPath: string): Record<string, string> {
+/** The adapter's safetensors metadata; {} for a file that is not a safetensors file. */
+export function adapterMetadata(adapterPath: string): Record<string, string> {
   if (!/\.safetensors$/i.test(adapterPath) || !existsSync(adapterPath) || !statSync(adapterPath).isFile() || sniffFileKind(adapterPath) !== 'safetensors') return {};
   const f = SafetensorsFile.open(adapterPath);
   try {
@@ -187,11 +232,17 @@ function adapterMetadata(adapterPath: string): Record<string, string> {
  * validated), or null when there is none. The sidecar carries the adapter's category and
  * intensity calibration, which the safety layer relies on, so an adapter is refused (a
  * RedlineError) rather than run ungraded when its sidecar exists but is unreadable, too
- * large, not JSON or invalid, and when the adapter's metadata declares a category
- * (CATEGORY_METADATA_KEY) that no sidecar matches. `problems` are harmless warnings
+ * large, not JSON or invalid, when the sidecar or the adapter's metadata
+ * (CATEGORY_METADATA_KEY) declares a hard-blocked or unknown category (SIDECAR_CATEGORIES
+ * lists the known ones), and when the metadata declares a category that no sidecar
+ * matches. `problems` are harmless warnings
  * (unknown fields). `metadata` is the adapter's safetensors metadata when already read.
  */
 export function readSidecar(adapterPath: string, metadata?: Readonly<Record<string, string>>): { sidecar: AdapterSidecar | null; problems: string[] } {
+  const name = adapterName(adapterPath);
+  const side = cleanText(basename(sidecarPath(adapterPath)), LIMITS.text);
+  const declared = (metadata ?? adapterMetadata(adapterPath))[CATEGORY_METADATA_KEY];
+  if (declared !== undefined) refuseDeclaredCategory(name, side, declared, 'metadata');
   const text = readSidecarText(adapterPath);
   let sidecar: AdapterSidecar | null = null;
   let warnings: string[] = [];
@@ -202,32 +253,51 @@ export function readSidecar(adapterPath: string, metadata?: Readonly<Record<stri
     } catch (err) {
       throw sidecarRefusal(adapterPath, `is not valid JSON (${cleanText((err as Error).message, 120)})`);
     }
+    const rawCategory = raw && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>).category : undefined;
+    if (typeof rawCategory === 'string') refuseDeclaredCategory(name, side, rawCategory, 'sidecar');
     const parsed = parseSidecar(raw);
     if (parsed.problems.length) throw sidecarRefusal(adapterPath, `is invalid: ${parsed.problems.join('; ')}`);
     sidecar = parsed.sidecar;
     warnings = parsed.warnings;
   }
-  const declared = (metadata ?? adapterMetadata(adapterPath))[CATEGORY_METADATA_KEY];
-  if (declared !== undefined) {
-    const name = adapterName(adapterPath);
-    const side = cleanText(basename(sidecarPath(adapterPath)), LIMITS.text);
-    if (!CATEGORY_PATTERN.test(declared)) {
-      throw new AdapterRefusedError({
-        code: 'adapter_category_invalid',
-        message: `Adapter "${name}" is refused: its metadata key ${CATEGORY_METADATA_KEY} is "${cleanText(declared, 40)}", not a category (1-40 lower-case letters, digits or dashes).`,
-        hint: 'The file was altered or written by a faulty tool; use the adapter as released.',
-      });
-    }
-    if (sidecar?.category !== declared) {
-      const found = !sidecar ? `it has no sidecar ${side}` : sidecar.category ? `its sidecar ${side} says "${sidecar.category}"` : `its sidecar ${side} names no category`;
-      throw new AdapterRefusedError({
-        code: 'adapter_sidecar_missing',
-        message: `Adapter "${name}" is refused: its metadata declares the category "${declared}" but ${found}, so its intensity calibration is unknown and it would run ungraded.`,
-        hint: `Put the adapter's own ${side} beside it (with "category": "${declared}" and its "intensity" calibration), as released with the adapter or written by its training run.`,
-      });
-    }
+  if (declared !== undefined && sidecar?.category !== declared) {
+    const found = !sidecar ? `it has no sidecar ${side}` : sidecar.category ? `its sidecar ${side} says "${sidecar.category}"` : `its sidecar ${side} names no category`;
+    throw new AdapterRefusedError({
+      code: 'adapter_sidecar_missing',
+      message: `Adapter "${name}" is refused: its metadata declares the category "${declared}" but ${found}, so its intensity calibration is unknown and it would run ungraded.`,
+      hint: `Put the adapter's own ${side} beside it (with "category": "${declared}" and its "intensity" calibration), as released with the adapter or written by its training run.`,
+    });
   }
   return { sidecar, problems: warnings };
+}
+
+/** Refuses a category declared by the metadata or the sidecar that is hard-blocked, malformed or unknown. */
+function refuseDeclaredCategory(name: string, side: string, category: string, source: 'metadata' | 'sidecar'): void {
+  const bad = sidecarCategoryProblem(category);
+  if (!bad) return;
+  const where = source === 'metadata' ? `its metadata key ${CATEGORY_METADATA_KEY}` : `its sidecar ${side}`;
+  const shown = cleanText(category, 40);
+  if (bad.kind === 'hard_blocked') {
+    throw new AdapterRefusedError({
+      code: 'adapter_category_hard_blocked',
+      message: `Adapter "${name}" is refused: ${where} declares the category "${shown}", the hard-blocked category ${hardBlockedSidecarCategory(category)}. No policy, role or request allows it, so the adapter is never run or merged.`,
+      hint: 'Remove the adapter from the LoRA folder: Redline does not run adapters made for hard-blocked content.',
+    });
+  }
+  // A malformed category in the sidecar is one of its validation problems (sidecarRefusal).
+  if (bad.kind === 'malformed') {
+    if (source === 'sidecar') return;
+    throw new AdapterRefusedError({
+      code: 'adapter_category_invalid',
+      message: `Adapter "${name}" is refused: its metadata key ${CATEGORY_METADATA_KEY} is "${shown}", not a category (1-40 lower-case letters, digits or dashes).`,
+      hint: 'The file was altered or written by a faulty tool; use the adapter as released.',
+    });
+  }
+  throw new AdapterRefusedError({
+    code: 'adapter_category_unknown',
+    message: `Adapter "${name}" is refused: ${where} declares the category "${shown}", which Redline does not know, so the policy cannot grade the adapter and it is not run ungraded. Known categories: ${SIDECAR_CATEGORIES.join(', ')}.`,
+    hint: `Use a known category in ${side} (and in ${CATEGORY_METADATA_KEY}, if the file declares one): graphic-injury for an adapter that adds injury, blood or gore, graded by the policy's intensity levels, with its "intensity" calibration.`,
+  });
 }
 
 /** Throws the refusal of a listed adapter, if it has one. */

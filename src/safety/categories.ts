@@ -1,5 +1,6 @@
 // Content categories the safety layer knows. Hard-blocked categories are refused for every
 // caller whatever the policy file says; a policy that tries to enable one fails to load.
+import type { SidecarCategory } from '../adapters/registry.ts';
 
 export const HARD_BLOCKED_CATEGORIES = [
   'minors_sexual',
@@ -40,3 +41,19 @@ export const CATEGORY_DESCRIPTIONS: Record<Category, string> = {
   sexual: 'adult sexual content (nudity, sexual acts)',
   graphic_injury: 'graded injury content: 0 none, 1 mild, 2 moderate, 3 graphic',
 };
+
+/**
+ * The policy category that governs an adapter declaring each sidecar category
+ * (SIDECAR_CATEGORIES in src/adapters/registry.ts, the sidecar schema's list; a category
+ * missing here fails the type check). An adapter governed by `graphic_injury` is graded: it
+ * runs at the strength the policy gives the effective intensity level. The sidecar schema
+ * refuses every other category, and hard-blocked ones outright.
+ */
+export const ADAPTER_CATEGORY_POLICY: Readonly<Record<SidecarCategory, ConfigurableCategory>> = {
+  'graphic-injury': 'graphic_injury',
+};
+
+/** Whether a sidecar category makes its adapter graded (policy category graphic_injury). */
+export function isGradedAdapterCategory(category: string | undefined): boolean {
+  return category !== undefined && Object.hasOwn(ADAPTER_CATEGORY_POLICY, category) && ADAPTER_CATEGORY_POLICY[category as SidecarCategory] === 'graphic_injury';
+}

@@ -4,10 +4,11 @@
 // adapter's calibration, gives the effective level, and a user's weight can only lower it;
 // the level's CFG ceiling applies; and a request clamped below what it asked for gets Safe
 // Latent Diffusion guidance away from the graphic concept.
-import { type AdapterSidecar, parseSidecar } from '../adapters/registry.ts';
+import { type AdapterSidecar, hardBlockedSidecarCategory, parseSidecar } from '../adapters/registry.ts';
+import { cleanText } from '../adapters/text.ts';
 import { RedlineError } from '../errors.ts';
 import type { AdapterRequest, GuidanceHook } from '../pipeline/generate.ts';
-import type { IntensityLevel } from './categories.ts';
+import { type IntensityLevel, isGradedAdapterCategory } from './categories.ts';
 import { calibrationFromSidecar, generationSettings, type Policy } from './policy/policy.ts';
 import { SafeLatentGuidance, SLD_CONCEPTS, type SldParams } from './sld.ts';
 
@@ -30,7 +31,7 @@ export interface GradedPlan {
 }
 
 export function isGradedAdapter(sidecar: AdapterSidecar | null | undefined): boolean {
-  return (sidecar?.category ?? '').replace(/-/g, '_') === 'graphic_injury';
+  return isGradedAdapterCategory(sidecar?.category);
 }
 
 /**
@@ -41,6 +42,13 @@ export function isGradedAdapter(sidecar: AdapterSidecar | null | undefined): boo
  */
 export function assertAdapterGradable(name: string, sidecar: unknown): void {
   if (sidecar === null || sidecar === undefined) return;
+  const category = typeof sidecar === 'object' ? (sidecar as { category?: unknown }).category : undefined;
+  const blocked = typeof category === 'string' ? hardBlockedSidecarCategory(category) : null;
+  if (blocked) {
+    throw new RedlineError('adapter_category_hard_blocked',
+      `Adapter "${name}" is refused: its sidecar ${name}.json declares the category "${cleanText(category as string, 40)}", the hard-blocked category ${blocked}. No policy, role or request allows it.`,
+      'Remove the adapter: Redline does not run adapters made for hard-blocked content.');
+  }
   const { problems } = parseSidecar(sidecar);
   if (problems.length) {
     throw new RedlineError('adapter_sidecar_invalid',

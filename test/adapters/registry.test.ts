@@ -26,7 +26,7 @@ writeSafetensors(join(dir, 'blood.safetensors'), lora(), {
   ss_output_name: 'blood\u001b[31m \u202eevil',
   ss_tag_frequency: JSON.stringify({ '10_set': { 'red paint': 12, splatter: 30, 'x\u0007y': 5 }, '5_other': { splatter: 2, texture: 7 } }),
 });
-writeFileSync(join(dir, 'blood.json'), JSON.stringify({ category: 'vfx-gore', intensity: { '1': 0.3, '2': 0.55, '3': 0.8 }, notes: 'calibrated\non 20 seeds', extra: 1 }));
+writeFileSync(join(dir, 'blood.json'), JSON.stringify({ category: 'graphic-injury', intensity: { '1': 0.3, '2': 0.55, '3': 0.8 }, notes: 'calibrated\non 20 seeds', extra: 1 }));
 mkdirSync(join(dir, 'sub'));
 writeSafetensors(join(dir, 'sub', 'loha.safetensors'), {
   'lora_unet_x.hada_w1_a': randn([4, 2], r), 'lora_unet_x.hada_w1_b': randn([2, 4], r), 'lora_unet_x.hada_w2_a': randn([4, 2], r), 'lora_unet_x.hada_w2_b': randn([2, 4], r),
@@ -66,7 +66,7 @@ describe('listAdapters', async () => {
 
   it('validates the sidecar: keeps valid fields, reports unknown ones', () => {
     const b = by('blood.safetensors');
-    expect(b.sidecar).toEqual({ category: 'vfx-gore', intensity: { '1': 0.3, '2': 0.55, '3': 0.8 }, notes: 'calibrated on 20 seeds' });
+    expect(b.sidecar).toEqual({ category: 'graphic-injury', intensity: { '1': 0.3, '2': 0.55, '3': 0.8 }, notes: 'calibrated on 20 seeds' });
     expect(b.warnings).toEqual(['sidecar field "extra" is not known and was ignored']);
   });
 

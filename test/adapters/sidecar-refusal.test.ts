@@ -77,8 +77,10 @@ describe('a category declared in the safetensors metadata needs its sidecar', ()
     expect(err.message).toMatch(/"declared-nosidecar" is refused: its metadata declares the category "graphic-injury" but it has no sidecar declared-nosidecar\.json/);
     expect(err.hint).toMatch(/declared-nosidecar\.json/);
   });
-  it('declared graded, sidecar says otherwise: refused', () => {
-    expect(refusalOf(() => readSidecar(join(dir, 'declared-other.safetensors'))).message).toMatch(/its sidecar declared-other\.json says "style"/);
+  it('declared graded, sidecar says otherwise (a category Redline does not know): refused', () => {
+    const err = refusalOf(() => readSidecar(join(dir, 'declared-other.safetensors')));
+    expect(err.code).toBe('adapter_category_unknown');
+    expect(err.message).toMatch(/its sidecar declared-other\.json declares the category "style", which Redline does not know/);
   });
   it('a declared value that is not a category: refused', () => {
     expect(refusalOf(() => readSidecar(join(dir, 'declared-bad.safetensors'))).code).toBe('adapter_category_invalid');
