@@ -10,6 +10,8 @@ import { fusedSources } from './fuse.ts';
 import { fuseAdaptersFast } from './fuse-ort.ts';
 import { describeMatch, loadAdapter } from './load.ts';
 import { buildModuleIndex } from './module-index.ts';
+import { adapterMetadata, CATEGORY_METADATA_KEY, readSidecar, sidecarCategoryProblem } from './registry.ts';
+import { cleanText } from './text.ts';
 
 export interface MergeSpec {
   model: string;
@@ -47,9 +49,38 @@ export function parseLoraSpec(spec: string): { path: string; unet: number; te: n
   return { path, unet, te };
 }
 
+/**
+ * Refuses to bake in an adapter whose sidecar or metadata declares a category. Every known
+ * category is governed by the policy (graphic-injury adapters run at the strength of the
+ * caller's intensity level, under its CFG ceiling and SLD); merged into a checkpoint, the
+ * adapter's effect would be in every generation at the merge strength, in a model that
+ * declares nothing, past every cap. An adapter whose sidecar is broken, or whose category is
+ * unknown or hard-blocked, is refused as readSidecar refuses it everywhere else.
+ */
+export function assertMergeable(adapterPath: string): void {
+  const name = cleanText(basename(adapterPath).replace(/\.safetensors$/i, ''), 120);
+  const metadata = adapterMetadata(adapterPath);
+  const declared = metadata[CATEGORY_METADATA_KEY];
+  // A known category in the metadata is reason enough: the refusal should say why merging is
+  // refused, not that a sidecar is missing.
+  if (declared !== undefined && sidecarCategoryProblem(declared) === null) throw gradedMergeRefusal(name, declared, `its metadata (${CATEGORY_METADATA_KEY})`);
+  const { sidecar } = readSidecar(adapterPath, metadata);
+  if (sidecar?.category) throw gradedMergeRefusal(name, sidecar.category, `its sidecar ${name}.json`);
+}
+
+function gradedMergeRefusal(name: string, category: string, where: string): RedlineError {
+  return new RedlineError(
+    'adapter_graded_merge',
+    `Adapter "${name}" is not merged: ${where} declares the category "${cleanText(category, 40)}", which the safety policy grades. Baked into a checkpoint it would act on every image at the merge strength, in a model that declares no category, so no intensity level, cap or safety guidance would apply to it.`,
+    `Use it at run time instead: keep ${name}.safetensors and its sidecar in the LoRA folder and write <lora:${name}:1> in the prompt (redline generate or the server), where the policy gives it the strength of the caller's intensity level. Only adapters that declare no category can be merged.`,
+  );
+}
+
 export async function mergeToFile(spec: MergeSpec): Promise<MergeReport> {
   const status = spec.onStatus ?? (() => {});
   if (!spec.loras.length) throw new RedlineError('no_adapters', 'nothing to merge: give at least one --lora.');
+  // Before anything is opened or written: a refused adapter leaves no output behind.
+  for (const l of spec.loras) assertMergeable(l.path);
   if (existsSync(spec.out) && !spec.overwrite) throw new RedlineError('output_exists', `${spec.out} already exists.`, 'Choose another name or pass --force.');
   if (spec.format === 'single-file' && !/\.safetensors$/i.test(spec.out)) {
     throw new RedlineError('bad_output', `${spec.out}: a single-file checkpoint must be written as .safetensors.`);

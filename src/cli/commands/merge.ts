@@ -3,7 +3,7 @@ import { basename } from 'node:path';
 import { fuseAdaptersFast } from '../../adapters/fuse-ort.ts';
 import { fusedSources } from '../../adapters/fuse.ts';
 import { describeMatch, loadAdapter } from '../../adapters/load.ts';
-import { mergeToFile, parseLoraSpec } from '../../adapters/merge.ts';
+import { assertMergeable, mergeToFile, parseLoraSpec } from '../../adapters/merge.ts';
 import { buildModuleIndex } from '../../adapters/module-index.ts';
 import { RedlineError } from '../../errors.ts';
 import { openCheckpoint } from '../../models/checkpoint/load.ts';
@@ -17,6 +17,11 @@ Fuses the adapters into the base weights, W' = W + strength * (alpha/rank) * del
 writes the result. BASE is a single-file .safetensors or a diffusers folder.
 STRENGTH applies to the UNet and, unless TE_STRENGTH is given, to the text encoder
 (A1111 <lora:name:te:unet> order is te first; here the UNet strength comes first).
+
+Adapters that declare a category (a graded adapter's NAME.json sidecar, or the
+redline.category key in its metadata) are refused: the safety policy sets their strength
+from the caller's intensity level, which a merged checkpoint would bypass. Use them at
+run time with <lora:NAME:1> in the prompt.
 
   --model BASE        base checkpoint
   --lora SPEC         adapter and strengths; repeat for several (applied together)
@@ -61,14 +66,17 @@ export async function run(argv: string[]): Promise<number> {
   if (!['keep', 'f16', 'bf16', 'f32'].includes(values.dtype!)) {
     throw new RedlineError('bad_option', `--dtype ${values.dtype} is not known.`, 'Use keep, f16, bf16 or f32.');
   }
-  if (values.onnx) await writeOnnx(values.model, values.onnx, values.lora.map(parseLoraSpec), values);
+  const loras = values.lora.map(parseLoraSpec);
+  // Checked before the ONNX export too, which does not go through mergeToFile.
+  for (const l of loras) assertMergeable(l.path);
+  if (values.onnx) await writeOnnx(values.model, values.onnx, loras, values);
   if (!values.out) return 0;
   const tty = process.stderr.isTTY;
   let lastPct = -1;
   const report = await mergeToFile({
     model: values.model,
     configs: values.config,
-    loras: values.lora.map(parseLoraSpec),
+    loras,
     out: values.out,
     format: values.format,
     dtype: values.dtype as 'keep',
