@@ -80,7 +80,7 @@ lr_warmup_steps = 10
 max_train_steps = ${STEPS}
 save_every_n_steps = ${CHECKPOINT_AT}
 seed = 11
-category = "vfx-demo"
+category = "graphic-injury"
 
 [general]
 resolution = 64
@@ -168,7 +168,14 @@ describe('LoRA training end to end (golden tiny model, CPU)', () => {
   it('writes the calibration into a sidecar the registry accepts', () => {
     const { sidecar, problems } = parseSidecar(JSON.parse(readFileSync(sidecarPath, 'utf8')));
     expect(problems).toEqual([]);
-    expect(sidecar!.category).toBe('vfx-demo');
+    expect(sidecar!.category).toBe('graphic-injury');
+    // the adapter itself declares the category too, so a copy without its sidecar is refused
+    const lora = SafetensorsFile.open(main.output);
+    try {
+      expect(lora.metadata['redline.category']).toBe('graphic-injury');
+    } finally {
+      lora.close();
+    }
     expect(Object.keys(sidecar!.intensity!)).toEqual(['0', '1', '2', '3']);
     for (const v of Object.values(sidecar!.intensity!)) expect(v).toBeGreaterThanOrEqual(0);
     expect(sidecar!.notes).toMatch(/4 held-out captions/);

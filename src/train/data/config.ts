@@ -7,6 +7,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
+import { SIDECAR_CATEGORIES, sidecarCategoryProblem } from '../../adapters/registry.ts';
 import { RedlineError } from '../../errors.ts';
 import type { Reso } from './buckets.ts';
 
@@ -86,7 +87,8 @@ export interface TrainConfig {
   cacheLatentsToDisk: boolean;
   /** Recompute UNet block activations in the backward pass (less memory, more time). */
   gradientCheckpointing: boolean;
-  /** Category written into the adapter's sidecar (e.g. "vfx-gore"). */
+  /** Category written into the adapter's sidecar and its redline.category metadata (one of
+   * the registry's SIDECAR_CATEGORIES, e.g. "graphic-injury"). */
   category: string | null;
   calibration: CalibrationConfig | null;
   datasets: DatasetConfig[];
@@ -308,7 +310,10 @@ export function parseTrainConfig(text: string, file: string): TrainConfig {
   if (lrWarmupSteps > maxTrainSteps) throw bad(file, `${T}: lr_warmup_steps (${lrWarmupSteps}) exceeds max_train_steps (${maxTrainSteps}).`);
   const prompts = readPrompts(r, training);
   const category = training.category === undefined ? null : r.str(training, 'category', T);
-  if (category !== null && !/^[a-z0-9][a-z0-9-]{0,39}$/.test(category)) throw bad(file, `${T}: category must be 1-40 lower-case letters, digits or dashes, got "${category}".`);
+  // Checked now, not when the sidecar is written after hours of training: the registry
+  // refuses adapters with a hard-blocked or unknown category.
+  const categoryProblem = category === null ? null : sidecarCategoryProblem(category);
+  if (categoryProblem) throw bad(file, `${T}: ${categoryProblem.problem}${categoryProblem.kind === 'malformed' ? `, got "${category}"` : ''}.`, categoryProblem.kind === 'hard_blocked' ? undefined : `Use one of ${SIDECAR_CATEGORIES.join(', ')}, or leave category out for an adapter that makes no graded content.`);
   const sampleSize = training.sample_size === undefined ? null : r.reso(training.sample_size, T);
   if (sampleSize && (sampleSize[0] % 8 || sampleSize[1] % 8)) throw bad(file, `${T}: sample_size must be multiples of 8.`);
 

@@ -1,10 +1,12 @@
 // Output in kohya's LoRA format (networks.lora): lora_unet_* / lora_te_* modules with
 // lora_down / lora_up / alpha, and the ss_* training metadata kohya's train_network.py
 // writes, plus sshs_model_hash / sshs_legacy_hash as kohya precomputes them for A1111's
-// additional-networks extension (hashes of the file written with the ss_* keys only).
+// additional-networks extension (hashes of the file written with the ss_* keys only), and
+// Redline's own redline.category when the run declares the content category.
 import { mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CATEGORY_METADATA_KEY, sidecarCategoryProblem } from '../../adapters/registry.ts';
 import { RedlineError } from '../../errors.ts';
 import { computeFileHashes } from '../../models/checkpoint/hash.ts';
 import { writeSafetensors } from '../../tensor/safetensors.ts';
@@ -38,10 +40,19 @@ export function kohyaTensors(targets: readonly LoraTarget[], params: ReadonlyMap
   return out;
 }
 
-/** Writes the LoRA with `ss_*` metadata and kohya's precomputed sshs_* hashes. The file is
- * written under a temporary name and renamed, so a reader never sees half a file. */
-export async function saveKohyaLora(path: string, tensors: Map<string, Tensor>, ssMetadata: Record<string, string>): Promise<{ modelHash: string; legacyHash: string }> {
+/**
+ * Writes the LoRA with `ss_*` metadata and kohya's precomputed sshs_* hashes. The file is
+ * written under a temporary name and renamed, so a reader never sees half a file.
+ * `category` (the training config's, e.g. graphic-injury) goes into CATEGORY_METADATA_KEY:
+ * the file itself then says it is graded, so a copy that lost its sidecar NAME.json is
+ * refused rather than run ungraded. Like kohya's modelspec.* keys it is left out of the
+ * sshs_* hashes, which cover the ss_* keys only.
+ */
+export async function saveKohyaLora(path: string, tensors: Map<string, Tensor>, ssMetadata: Record<string, string>, redline: { category?: string | null } = {}): Promise<{ modelHash: string; legacyHash: string }> {
   for (const k of Object.keys(ssMetadata)) if (!k.startsWith('ss_')) throw new Error(`metadata key ${k} is not an ss_ key`);
+  const category = redline.category ?? null;
+  const bad = category === null ? null : sidecarCategoryProblem(category);
+  if (bad) throw new RedlineError('train_config', `The adapter's ${bad.problem}.`, 'Set category in the training config to a known category, or leave it out.');
   const dir = mkdtempSync(join(tmpdir(), 'redline-lora-'));
   try {
     const probe = join(dir, 'ss-only.safetensors');
@@ -50,7 +61,7 @@ export async function saveKohyaLora(path: string, tensors: Map<string, Tensor>, 
     const modelHash = h.addnet!;
     const legacyHash = h.legacy;
     const tmp = `${path}.${process.pid}.tmp`;
-    writeSafetensors(tmp, tensors, { ...ssMetadata, sshs_model_hash: modelHash, sshs_legacy_hash: legacyHash });
+    writeSafetensors(tmp, tensors, { ...ssMetadata, sshs_model_hash: modelHash, sshs_legacy_hash: legacyHash, ...(category === null ? {} : { [CATEGORY_METADATA_KEY]: category }) });
     renameSync(tmp, path);
     return { modelHash, legacyHash };
   } finally {

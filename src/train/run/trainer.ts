@@ -267,7 +267,7 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
     const saveOutput = async (path: string, steps: number): Promise<void> => {
       if (cfg.mode !== 'lora') return;
       const meta = kohyaMetadata(cfg, items, steps, position.epoch, ssBase, ckpt);
-      await saveKohyaLora(path, kohyaTensors(targets, params), meta);
+      await saveKohyaLora(path, kohyaTensors(targets, params), meta, { category: cfg.category });
     };
 
     while (position.step < cfg.maxTrainSteps) {

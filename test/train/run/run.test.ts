@@ -112,8 +112,8 @@ describe('intensity calibration', () => {
     // a level whose images show less effect than a lower level's keeps the lower strength
     expect(levelStrengths(curve, { 1: 0.1, 2: 0.03, 3: 0.2 }).levels).toEqual({ 1: 1.167, 2: 1.167, 3: 1.5 });
     const path = join(dir, 'a.json');
-    writeSidecar(path, { category: 'vfx-demo', intensity: levels, notes: 'x' });
-    expect(parseSidecar(JSON.parse(readFileSync(path, 'utf8')))).toEqual({ sidecar: { category: 'vfx-demo', intensity: levels, notes: 'x' }, problems: [] });
+    writeSidecar(path, { category: 'graphic-injury', intensity: levels, notes: 'x' });
+    expect(parseSidecar(JSON.parse(readFileSync(path, 'utf8')))).toEqual({ sidecar: { category: 'graphic-injury', intensity: levels, notes: 'x' }, problems: [], warnings: [] });
     expect(() => writeSidecar(path, { category: 'Not Valid' })).toThrow(/invalid/);
   });
 });
