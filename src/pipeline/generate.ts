@@ -12,7 +12,7 @@ import { RedlineError } from '../errors.ts';
 import { create as createSampler, ImageRng, resolveSamplerName, type RngSource, type Sampler, type SamplerName } from '../sampling/index.ts';
 import { Tensor } from '../tensor/tensor.ts';
 import type { EncodedPrompt } from '../text/conditioning.ts';
-import { extractExtraNetworks, type LoraTag } from '../text/prompt-parser.ts';
+import { type ExtractedNetworks, extractExtraNetworks, type LoraTag } from '../text/prompt-parser.ts';
 import { cropLatents, type HiresRequest, hiresStrength, type ResolvedHires, resolveHires, upscaleImage, upscaleLatents } from './hires.ts';
 import { type RgbImage, rgbToVaeInput, unitToRgb, vaeOutputToUnit } from './image.ts';
 import type { StableDiffusionModel } from './model.ts';
@@ -46,6 +46,12 @@ export interface GenerationRequest {
   adapters?: AdapterRequest[];
   /** A1111's hires fix (txt2img only): width x height is the first pass. */
   hires?: HiresRequest;
+  /**
+   * A1111's "Pad prompt/negative prompt" option (pad_cond_uncond, off by default): when
+   * the prompt and the negative prompt encode to different lengths, the shorter gets the
+   * empty prompt's encoding appended so both run in one UNet batch. It changes the image.
+   */
+  padCondUncond?: boolean;
 }
 
 export interface AdapterRequest {
@@ -75,6 +81,9 @@ export interface ResolvedRequest {
   adapters: AdapterRequest[];
   /** The hires fix's second pass, when asked for; width/height stay the first pass's. */
   hires?: ResolvedHires;
+  /** The second pass's prompts, extra-network tags removed (the first pass's when hr_prompt was empty). */
+  hiresPrompts?: { prompt: string; negativePrompt: string };
+  padCondUncond: boolean;
 }
 
 export interface StepEvent {
@@ -125,6 +134,8 @@ export interface GeneratedImage {
   seed: number;
   /** Index within the whole request (batch * batchSize + i). */
   index: number;
+  /** pad_cond_uncond padded the last denoiser call of a pass (A1111 then writes "Pad conds: True"). */
+  padConds: boolean;
 }
 
 export const MAX_SIDE = 2048;
@@ -163,6 +174,7 @@ export function resolveRequest(req: GenerationRequest): ResolvedRequest {
   }
   const steps = int(req.steps, 20, 'steps', 1, 150);
   const hires = req.hires ? resolveHires(req.hires, { width, height, steps }, MAX_SIDE) : undefined;
+  const hiresPrompts = hires ? hiresPassPrompts(hires, pos, neg) : undefined;
   return {
     prompt: pos.prompt,
     negativePrompt: neg.prompt,
@@ -187,7 +199,31 @@ export function resolveRequest(req: GenerationRequest): ResolvedRequest {
       return { ...a };
     }),
     ...(hires ? { hires } : {}),
+    ...(hiresPrompts ? { hiresPrompts } : {}),
+    padCondUncond: req.padCondUncond ?? false,
   };
+}
+
+const loraKey = (t: LoraTag): string => `${t.name}\u0000${t.te}\u0000${t.unet}\u0000${t.dyn ?? ''}`;
+
+/**
+ * The second pass's prompts without their extra-network tags. A1111 activates the LoRAs of
+ * hr_prompt for the second pass (other ones off); Redline keeps the first pass's adapters,
+ * graded as the safety layer set them, so a hires prompt must name the same LoRAs.
+ */
+function hiresPassPrompts(hr: ResolvedHires, pos: ExtractedNetworks, neg: ExtractedNetworks): { prompt: string; negativePrompt: string } {
+  const hrPos = hr.prompt === null ? pos : extractExtraNetworks(hr.prompt);
+  const hrNeg = hr.negativePrompt === null ? neg : extractExtraNetworks(hr.negativePrompt);
+  const tags = (e: ExtractedNetworks[]) => e.flatMap((x) => x.loras);
+  const names = (t: LoraTag[]) => (t.length ? t.map((x) => x.tag).join(' ') : 'none');
+  const first = tags([pos, neg]);
+  const second = tags([hrPos, hrNeg]);
+  if ([...first.map(loraKey)].sort().join('\u0001') !== [...second.map(loraKey)].sort().join('\u0001')) {
+    throw new RedlineError('hires_lora_mismatch',
+      `The hires prompts name other LoRAs (${names(second)}) than the prompts (${names(first)}).`,
+      'Redline runs the hires pass with the first pass\'s LoRAs: repeat the same <lora:...> tags in the hires prompt, or leave it empty to use the prompt.');
+  }
+  return { prompt: hrPos.prompt, negativePrompt: hrNeg.prompt };
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {
@@ -210,6 +246,8 @@ interface Pass {
   newSampler: () => Sampler;
   /** What the UNet runs on at each denoiser call. */
   perStep: StepConditioning[];
+  /** A1111's flag after a sampler run: pad_cond_uncond padded its last denoiser call. */
+  paddedLast: boolean;
 }
 
 /** Where a pass's latents start from. */
@@ -230,8 +268,12 @@ export class Generator {
     // The adapters stay set for both passes of a hires fix, as A1111 keeps its networks active.
     await model.setAdapters(r.adapters.map((a) => ({ adapter: model.loadAdapter(a.path), te: a.te, unet: a.unet })));
     const concept = hooks.guidance?.conceptPrompt !== undefined ? (await model.prompts.encodeSchedule([hooks.guidance.conceptPrompt], r.clipSkip))[0]! : null;
-    const first = await this.preparePass(r, 'first');
-    const second = r.hires ? await this.preparePass(r, 'hires') : null;
+    // A1111 encodes the empty prompt once, at model load, with the networks deactivated:
+    // the base text encoder's encoding (at this request's clip skip).
+    const padWith = r.padCondUncond ? await model.basePrompts.encode('', r.clipSkip) : null;
+    const first = await this.preparePass(r, 'first', padWith);
+    const second = r.hires ? await this.preparePass(r, 'hires', padWith) : null;
+    const padConds = first.paddedLast || (second?.paddedLast ?? false);
     let initLatentsMean: Float32Array | null = null;
     let initLatentsLogvar: Float32Array | null = null;
     if (r.strength !== undefined) {
@@ -261,25 +303,35 @@ export class Generator {
           latents: latents.slice(i * plane, (i + 1) * plane),
           seed,
           index: b * r.batchSize + i,
+          padConds,
         });
       });
     }
     return images;
   }
 
-  /** A pass's size, sampler and per-step conditionings (A1111 schedules the hires pass's prompts on its own timeline). */
-  private async preparePass(r: ResolvedRequest, kind: 'first' | 'hires'): Promise<Pass> {
+  /**
+   * A pass's size, sampler and per-step conditionings: the hires pass runs its own sampler
+   * and prompts when the request names them (A1111's hr_sampler_name, hr_prompt,
+   * hr_negative_prompt), its prompts scheduled on A1111's hires timeline.
+   */
+  private async preparePass(r: ResolvedRequest, kind: 'first' | 'hires', padWith: EncodedPrompt | null): Promise<Pass> {
     const hr = kind === 'hires' ? r.hires : undefined;
-    if (kind === 'hires' && !hr) throw new Error('preparePass: no hires settings');
-    const newSampler = (): Sampler => createSampler(r.sampler, {
+    if (kind === 'hires' && !(hr && r.hiresPrompts)) throw new Error('preparePass: no hires settings');
+    const samplerName = hr?.sampler ?? r.sampler;
+    const prompts = hr ? r.hiresPrompts! : { prompt: r.prompt, negativePrompt: r.negativePrompt };
+    const newSampler = (): Sampler => createSampler(samplerName, {
       steps: hr ? hr.scheduleSteps : r.steps,
       ...(hr ? { strength: hiresStrength(hr) } : r.strength !== undefined ? { strength: r.strength } : {}),
-      ...(r.sampler === 'DDIM' ? { eta: r.eta } : {}),
+      ...(samplerName === 'DDIM' ? { eta: r.eta } : {}),
     });
-    const conditioning = await encodePromptConditioning(this.model.prompts, r.prompt, r.negativePrompt, hr ? hr.steps : r.steps, r.clipSkip, hr ? r.steps : undefined);
+    const conditioning = await encodePromptConditioning(this.model.prompts, prompts.prompt, prompts.negativePrompt, hr ? hr.steps : r.steps, r.clipSkip, hr ? r.steps : undefined);
     // Every batch runs the same denoiser calls; A1111 counts them from 0 in each pass.
-    const perStep = stepConditionings(conditioning, newSampler().timesteps.length, this.model.prompts.width);
-    return { kind, width: hr ? hr.width : r.width, height: hr ? hr.height : r.height, newSampler, perStep };
+    const perStep = stepConditionings(conditioning, newSampler().timesteps.length, this.model.prompts.width, padWith);
+    return {
+      kind, width: hr ? hr.width : r.width, height: hr ? hr.height : r.height, newSampler, perStep,
+      paddedLast: perStep[perStep.length - 1]?.padded ?? false,
+    };
   }
 
   /** The second pass's clean latents: the first pass's upscaled in latent space, or decoded, resized and encoded again. */

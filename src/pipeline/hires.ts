@@ -20,8 +20,9 @@
 //   second pass (text/prompt-schedule.ts).
 import sharp from 'sharp';
 import { RedlineError } from '../errors.ts';
+import { resolveSamplerName, type SamplerName } from '../sampling/index.ts';
 import type { RgbImage } from './image.ts';
-import type { HiresInfo } from './infotext.ts';
+import { a1111Sampler, type HiresInfo } from './infotext.ts';
 import { type InterpolationMode, interpolate } from './interpolate.ts';
 
 /** A1111's latent upscale modes: the name shown in the UI and its interpolate() call. */
@@ -61,7 +62,16 @@ export interface HiresRequest {
   steps?: number;
   /** denoising_strength of the second pass, in (0, 1] (default 0.7). */
   denoise?: number;
+  /** hr_prompt: the second pass's prompt (A1111 syntax, <lora:> tags included); '' or null = the first pass's prompt, as A1111. */
+  prompt?: string | null;
+  /** hr_negative_prompt; '' or null = the first pass's negative prompt. */
+  negativePrompt?: string | null;
+  /** hr_sampler_name (a Redline sampler name, e.g. "DPM++ 2M Karras"); '', null or "Use same sampler" = the first pass's. */
+  sampler?: string | null;
 }
+
+/** The value A1111's UI sends for hr_sampler_name when the second pass keeps the first pass's sampler. */
+export const SAME_SAMPLER = 'Use same sampler';
 
 export interface ResolvedHires {
   upscaler: string;
@@ -87,6 +97,11 @@ export interface ResolvedHires {
   /** Length of the schedule those steps are the end of: int(steps / min(denoise, 0.999)). */
   scheduleSteps: number;
   denoise: number;
+  /** The second pass's prompts as written; null = the first pass's (hr_prompt left empty). */
+  prompt: string | null;
+  negativePrompt: string | null;
+  /** The second pass's sampler; null = the first pass's. */
+  sampler: SamplerName | null;
 }
 
 function wholeNumber(v: number, name: string, min: number, max: number): number {
@@ -170,6 +185,7 @@ export function resolveHires(h: HiresRequest, first: { width: number; height: nu
     throw new RedlineError('bad_hires_size', `${asked} cannot cover ${width}x${height}.`);
   }
   const steps = requestedSteps || first.steps;
+  const samplerName = h.sampler?.trim() ?? '';
   return {
     upscaler,
     upscalerGiven,
@@ -187,7 +203,20 @@ export function resolveHires(h: HiresRequest, first: { width: number; height: nu
     steps,
     scheduleSteps: Math.trunc(steps / Math.min(denoise, 0.999)),
     denoise,
+    // A1111's setup_prompts: an empty hr_prompt is the main prompt.
+    prompt: h.prompt ? h.prompt : null,
+    negativePrompt: h.negativePrompt ? h.negativePrompt : null,
+    sampler: samplerName === '' || samplerName === SAME_SAMPLER ? null : hiresSampler(samplerName),
   };
+}
+
+function hiresSampler(name: string): SamplerName {
+  try {
+    return resolveSamplerName(name);
+  } catch (err) {
+    if (err instanceof RedlineError) throw new RedlineError(err.code, `Hires sampler: ${err.message}`, err.hint);
+    throw err;
+  }
 }
 
 /**
@@ -243,11 +272,30 @@ export async function upscaleImage(unit: Float32Array, first: { width: number; h
   return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
 }
 
-/** What the infotext records of a hires fix: its hr_* fields and the second pass's strength. */
-export function hiresInfotext(hr: ResolvedHires): { hires: HiresInfo; denoisingStrength: number } {
+/** The first pass as the infotext names it: its prompts as written and its sampler. */
+export interface FirstPassText {
+  prompt: string;
+  negativePrompt: string;
+  sampler: string;
+}
+
+/**
+ * What the infotext records of a hires fix: its hr_* fields and the second pass's strength.
+ * As A1111's init() and get_sigmas(): "Hires sampler" when a sampler was named and differs
+ * from the first pass's, "Hires prompt" / "Hires negative prompt" when the text differs
+ * from the first pass's, "Hires schedule type" when the second pass runs on a schedule
+ * (Karras) the first does not.
+ */
+export function hiresInfotext(hr: ResolvedHires, first: FirstPassText): { hires: HiresInfo; denoisingStrength: number } {
   const resized = hr.resizeX !== 0 || hr.resizeY !== 0;
+  const mainSampler = a1111Sampler(first.sampler);
+  const hrSampler = hr.sampler === null ? null : a1111Sampler(hr.sampler);
   return {
     hires: {
+      ...(hrSampler && hrSampler.sampler !== mainSampler.sampler ? { sampler: hrSampler.sampler } : {}),
+      ...(hr.prompt !== null && hr.prompt !== first.prompt ? { prompt: hr.prompt } : {}),
+      ...(hr.negativePrompt !== null && hr.negativePrompt !== first.negativePrompt ? { negativePrompt: hr.negativePrompt } : {}),
+      ...(hrSampler && hrSampler.scheduleType !== 'Automatic' && hrSampler.scheduleType !== mainSampler.scheduleType ? { scheduleType: hrSampler.scheduleType } : {}),
       ...(resized ? { resize: { x: hr.resizeX, y: hr.resizeY } } : { upscale: hr.scale }),
       ...(hr.requestedSteps ? { steps: hr.requestedSteps } : {}),
       ...(hr.upscalerGiven ? { upscaler: hr.upscaler } : {}),

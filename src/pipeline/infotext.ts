@@ -196,6 +196,8 @@ export interface GenerationInfo {
   loras?: readonly LoraHash[];
   /** Hires fix: A1111's hr_* fields as it writes them (see HiresInfo). */
   hires?: HiresInfo;
+  /** A1111's pad_cond_uncond padded the last denoiser call of a pass: "Pad conds: True". */
+  padConds?: boolean;
   /** More "Key: value" pairs, written after the standard ones and before Version (A1111's extra_generation_params). */
   extra?: InfotextParams;
   version?: string;
@@ -203,12 +205,19 @@ export interface GenerationInfo {
 
 /**
  * The hires fix's infotext fields, A1111's extra_generation_params in the order its txt2img
- * init() sets them: "Hires upscale" (hr_scale, when no resize target is set) or "Hires
- * resize" ("XxY" as requested, a 0 kept), "Hires steps" (only when hr_second_pass_steps is
- * not 0), "Hires upscaler" (only when the request named one). The second pass's strength
- * is GenerationInfo.denoisingStrength ("Denoising strength").
+ * init() sets them: "Hires sampler" (A1111's name, when it differs from the first pass's),
+ * "Hires prompt" and "Hires negative prompt" (when they differ from the first pass's),
+ * "Hires schedule type" (its place is reserved in init(), the value set while sampling),
+ * then calculate_target_resolution()'s "Hires upscale" (hr_scale, when no resize target
+ * is set) or "Hires resize" ("XxY" as requested, a 0 kept), "Hires steps" (only when
+ * hr_second_pass_steps is not 0), "Hires upscaler" (only when the request named one). The
+ * second pass's strength is GenerationInfo.denoisingStrength ("Denoising strength").
  */
 export interface HiresInfo {
+  sampler?: string;
+  prompt?: string;
+  negativePrompt?: string;
+  scheduleType?: string;
   upscale?: number;
   resize?: { x: number; y: number };
   steps?: number;
@@ -252,11 +261,17 @@ export function generationParams(info: GenerationInfo): InfotextParams {
     ['Clip skip', info.clipSkip !== undefined && info.clipSkip > 1 ? info.clipSkip : undefined],
     ['RNG', info.rng === 'cpu' ? 'CPU' : undefined],
     // A1111 sets these in init(), before the extra networks of each batch add "Lora hashes".
+    ['Hires sampler', info.hires?.sampler],
+    ['Hires prompt', info.hires?.prompt],
+    ['Hires negative prompt', info.hires?.negativePrompt],
+    ['Hires schedule type', info.hires?.scheduleType],
     ['Hires upscale', info.hires && !info.hires.resize ? info.hires.upscale : undefined],
     ['Hires resize', info.hires?.resize ? `${info.hires.resize.x}x${info.hires.resize.y}` : undefined],
     ['Hires steps', info.hires?.steps ? info.hires.steps : undefined],
     ['Hires upscaler', info.hires?.upscaler],
     ['Lora hashes', loraHashes],
+    // Set by the sampler after a pass, once the networks were activated.
+    ['Pad conds', info.padConds ? true : undefined],
     ...(info.extra ?? []),
     ['Version', info.version],
   ];

@@ -52,6 +52,8 @@ export class StableDiffusionModel {
   private readonly feedsCache = new WeakMap<LoadedAdapter, RuntimeAdapterFeeds>();
   /** Adapter graphs' sessions by component + runtime signature, least recently used first. */
   private readonly runtimeSessions = new Map<string, Session>();
+  /** The base text encoder's prompt encoder, kept apart from the evictable states below. */
+  private readonly basePromptEncoder: PromptEncoder;
   /** Prompt encoders by text-encoder adapter state, with the session their graph runs on. */
   private readonly promptEncoders = new Map<string, { encoder: PromptEncoder; graph: Session }>();
   private fused: { signature: string; te: Session; unet: Session } | null = null;
@@ -80,6 +82,7 @@ export class StableDiffusionModel {
     this.textEncoderSession = baseTextEncoder;
     this.unetSession = baseUnet;
     this.promptEncoders.set('', { encoder: promptEncoder, graph: baseTextEncoder });
+    this.basePromptEncoder = promptEncoder;
     this.adapterMode = opts.adapterMode ?? 'runtime';
     const limit = opts.adapterSessionLimit ?? 2;
     if (!Number.isInteger(limit) || limit < 1) throw new RedlineError('bad_option', `adapterSessionLimit must be a whole number >= 1, got ${limit}.`);
@@ -100,6 +103,11 @@ export class StableDiffusionModel {
 
   get prompts(): PromptEncoder {
     return this.promptEncoder;
+  }
+
+  /** The prompt encoder of the text encoder without runtime or fused adapters (an exported ONNX folder's own, adapters fused at export included). */
+  get basePrompts(): PromptEncoder {
+    return this.basePromptEncoder;
   }
 
   /** The checkpoint's name as A1111 shows it: the file (or folder) name without extension. */

@@ -34,6 +34,8 @@ export interface StepConditioning {
   conds: EncodedPrompt[];
   /** Per AND part: the index into `conds` and its weight. */
   parts: { cond: number; weight: number }[];
+  /** A1111's pad_cond_uncond lengthened the prompt's or the negative prompt's conditioning at this call. */
+  padded: boolean;
 }
 
 async function encodeSchedule(encoder: PromptEncoder, schedule: ScheduledPrompt[], clipSkip: number): Promise<ScheduledConditioning[]> {
@@ -89,8 +91,22 @@ export function padToTokens(e: EncodedPrompt, tokens: number, width: number): En
   return { states, tokens };
 }
 
-/** The conditionings for every denoiser call 0..calls-1, computed once per generation. */
-export function stepConditionings(c: PromptConditioning, calls: number, width: number): StepConditioning[] {
+/** A conditioning with `repeats` copies of `empty` appended (A1111's pad_cond). */
+export function appendEmptyChunks(e: EncodedPrompt, repeats: number, empty: EncodedPrompt): EncodedPrompt {
+  const states = new Float32Array(e.states.length + repeats * empty.states.length);
+  states.set(e.states);
+  for (let r = 0; r < repeats; r++) states.set(empty.states, e.states.length + r * empty.states.length);
+  return { states, tokens: e.tokens + repeats * empty.tokens };
+}
+
+/**
+ * The conditionings for every denoiser call 0..calls-1, computed once per generation.
+ * With `padWith` (A1111's pad_cond_uncond, the empty prompt's encoding) the shorter of the
+ * prompt's conditionings (already one length) and the negative prompt's gets
+ * (longer - shorter) // padWith.tokens copies of it appended, so both run in one UNet
+ * batch; the extra tokens change what cross-attention sees, hence the image.
+ */
+export function stepConditionings(c: PromptConditioning, calls: number, width: number, padWith: EncodedPrompt | null = null): StepConditioning[] {
   const padded = new Map<EncodedPrompt, Map<number, EncodedPrompt>>();
   const pad = (e: EncodedPrompt, tokens: number): EncodedPrompt => {
     let m = padded.get(e);
@@ -99,14 +115,33 @@ export function stepConditionings(c: PromptConditioning, calls: number, width: n
     if (!p) m.set(tokens, (p = padToTokens(e, tokens, width)));
     return p;
   };
+  const appended = new Map<EncodedPrompt, Map<number, EncodedPrompt>>();
+  const append = (e: EncodedPrompt, repeats: number): EncodedPrompt => {
+    let m = appended.get(e);
+    if (!m) appended.set(e, (m = new Map()));
+    let p = m.get(repeats);
+    if (!p) m.set(repeats, (p = appendEmptyChunks(e, repeats, padWith!)));
+    return p;
+  };
   return Array.from({ length: calls }, (_, step) => {
     const chosen = c.parts.map((p) => entryAt(p.schedule, step));
     const distinct = [...new Set(chosen)];
     const tokens = Math.max(...distinct.map((e) => e.tokens));
+    let uncond = entryAt(c.negative, step);
+    let conds = distinct.map((e) => pad(e, tokens));
+    let padded = false;
+    if (padWith && tokens !== uncond.tokens) {
+      // Python's floor division, as A1111 writes it; the lengths are whole chunks.
+      const repeats = Math.floor((tokens - uncond.tokens) / padWith.tokens);
+      if (repeats < 0) conds = conds.map((e) => append(e, -repeats));
+      else if (repeats > 0) uncond = append(uncond, repeats);
+      padded = repeats !== 0;
+    }
     return {
-      uncond: entryAt(c.negative, step),
-      conds: distinct.map((e) => pad(e, tokens)),
+      uncond,
+      conds,
       parts: c.parts.map((p, k) => ({ cond: distinct.indexOf(chosen[k]!), weight: p.weight })),
+      padded,
     };
   });
 }

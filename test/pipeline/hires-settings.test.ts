@@ -112,7 +112,7 @@ describe('hires infotext, in A1111\'s order', () => {
 
   it('scale, steps and a named upscaler: Denoising strength before Clip skip, Hires fields before Lora hashes', () => {
     const hr = resolveHires({ scale: 2, steps: 10, upscaler: 'latent (bicubic antialiased)', denoise: 0.45 }, first(512, 512), 2048);
-    expect(generationInfotext({ ...base, clipSkip: 2, ...hiresInfotext(hr) })).toBe(
+    expect(generationInfotext({ ...base, clipSkip: 2, ...hiresInfotext(hr, base) })).toBe(
       'a lighthouse at dusk\n' +
       'Negative prompt: fog\n' +
       'Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 42, Size: 512x512, ' +
@@ -124,7 +124,7 @@ describe('hires infotext, in A1111\'s order', () => {
 
   it('resize target, no second-pass steps, no upscaler named: "Hires resize" only', () => {
     const hr = resolveHires({ resizeX: 1024, resizeY: 0, denoise: 0.7 }, first(512, 768), 2048);
-    const text = generationInfotext({ ...base, width: 512, height: 768, loras: [], ...hiresInfotext(hr) });
+    const text = generationInfotext({ ...base, width: 512, height: 768, loras: [], ...hiresInfotext(hr, base) });
     expect(text).toBe(
       'a lighthouse at dusk\n' +
       'Negative prompt: fog\n' +
@@ -137,7 +137,7 @@ describe('hires infotext, in A1111\'s order', () => {
 
   it('a fractional scale prints as Python prints it', () => {
     const hr = resolveHires({ scale: 1.5, upscaler: 'Nearest' }, first(512, 512), 2048);
-    expect(generationInfotext({ ...base, loras: [], version: undefined, ...hiresInfotext(hr) })).toMatch(
+    expect(generationInfotext({ ...base, loras: [], version: undefined, ...hiresInfotext(hr, base) })).toMatch(
       /, Denoising strength: 0\.7, Hires upscale: 1\.5, Hires upscaler: Nearest$/,
     );
   });
@@ -152,5 +152,89 @@ describe('prompt editing in the hires pass (A1111 hires_steps timeline)', () => 
   it('an integer step counts on from the first pass: 15 of 10 + 10 is step 5 of the second pass', () => {
     expect(g('[cat:dog:15]')).toEqual([[5, 'cat'], [10, 'dog']]);
     expect(g('[cat:dog:7]')).toEqual([[10, 'dog']]);
+  });
+});
+
+describe('hires prompts and sampler (A1111 hr_prompt, hr_negative_prompt, hr_sampler_name)', () => {
+  const base = {
+    prompt: 'a lighthouse at dusk, <lora:ink:0.5>',
+    negativePrompt: 'fog',
+    steps: 20,
+    sampler: 'Euler a',
+    cfgScale: 7,
+    seed: 42,
+    width: 512,
+    height: 512,
+    model: 'v1-5-pruned-emaonly',
+    version: 'v1.10.1',
+  };
+
+  it('empty or null hires prompts and "Use same sampler" are the first pass\'s: nothing more is written', () => {
+    for (const same of [{}, { prompt: '', negativePrompt: '', sampler: '' }, { prompt: null, negativePrompt: null, sampler: null }, { sampler: 'Use same sampler' }]) {
+      const hr = resolveHires({ ...same, denoise: 0.5 }, first(512, 512), 2048);
+      expect([hr.prompt, hr.negativePrompt, hr.sampler]).toEqual([null, null, null]);
+      expect(generationInfotext({ ...base, ...hiresInfotext(hr, base) })).toBe(
+        'a lighthouse at dusk, <lora:ink:0.5>\nNegative prompt: fog\n' +
+        'Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 42, Size: 512x512, Model: v1-5-pruned-emaonly, ' +
+        'Denoising strength: 0.5, Hires upscale: 2, Version: v1.10.1',
+      );
+    }
+  });
+
+  it('a hires prompt, negative prompt and sampler that differ: written before "Hires upscale", quoted when they hold a comma', () => {
+    const hr = resolveHires({ prompt: 'a lighthouse at dusk, sharp, <lora:ink:0.5>', negativePrompt: 'fog: thick', sampler: 'DPM++ 2M', steps: 8, denoise: 0.4 }, first(512, 512), 2048);
+    expect(hr.sampler).toBe('DPM++ 2M');
+    expect(generationInfotext({ ...base, ...hiresInfotext(hr, base) })).toBe(
+      'a lighthouse at dusk, <lora:ink:0.5>\nNegative prompt: fog\n' +
+      'Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 42, Size: 512x512, Model: v1-5-pruned-emaonly, ' +
+      'Denoising strength: 0.4, Hires sampler: DPM++ 2M, Hires prompt: "a lighthouse at dusk, sharp, <lora:ink:0.5>", ' +
+      'Hires negative prompt: "fog: thick", Hires upscale: 2, Hires steps: 8, Version: v1.10.1',
+    );
+  });
+
+  it('a hires prompt equal to the prompt, and a named sampler equal to the first pass\'s, are not written', () => {
+    const hr = resolveHires({ prompt: base.prompt, negativePrompt: 'fog', sampler: 'euler a' }, first(512, 512), 2048);
+    const text = generationInfotext({ ...base, ...hiresInfotext(hr, base) });
+    expect(text).not.toMatch(/Hires (prompt|negative prompt|sampler)/);
+  });
+
+  it('DPM++ 2M Karras in the second pass after DPM++ 2M: "Hires schedule type: Karras"; after DPM++ 2M Karras: neither entry', () => {
+    const karras = resolveHires({ sampler: 'DPM++ 2M Karras' }, first(512, 512), 2048);
+    expect(generationInfotext({ ...base, sampler: 'DPM++ 2M', ...hiresInfotext(karras, { ...base, sampler: 'DPM++ 2M' }) })).toMatch(
+      /Sampler: DPM\+\+ 2M, Schedule type: Automatic, .*Denoising strength: 0\.7, Hires schedule type: Karras, Hires upscale: 2, /,
+    );
+    const same = generationInfotext({ ...base, sampler: 'DPM++ 2M Karras', ...hiresInfotext(karras, { ...base, sampler: 'DPM++ 2M Karras' }) });
+    expect(same).not.toMatch(/Hires (sampler|schedule type)/);
+    // Euler a after DPM++ 2M Karras: a sampler that differs, on the model's own schedule (nothing for the schedule).
+    const eulerA = resolveHires({ sampler: 'Euler a' }, first(512, 512), 2048);
+    expect(generationInfotext({ ...base, sampler: 'DPM++ 2M Karras', ...hiresInfotext(eulerA, { ...base, sampler: 'DPM++ 2M Karras' }) })).toMatch(
+      /Schedule type: Karras, .*Hires sampler: Euler a, Hires upscale: 2, Version/,
+    );
+  });
+
+  it('an unknown hires sampler is refused, naming the valid ones', () => {
+    const e = refusal(() => resolveHires({ sampler: 'DPM++ 3M SDE' }, first(512, 512), 2048));
+    expect(e.code).toBe('unknown_sampler');
+    expect(e.message).toContain('Hires sampler');
+    expect(e.hint).toContain('DPM++ 2M Karras');
+  });
+
+  it('"Pad conds: True" comes after "Lora hashes"', () => {
+    expect(generationInfotext({ ...base, loras: [{ name: 'ink', hash: '0123456789ab' }], padConds: true, extra: [['Intensity', 1]] })).toMatch(
+      /, Lora hashes: "ink: 0123456789ab", Pad conds: True, Intensity: 1, Version: v1\.10\.1$/,
+    );
+  });
+
+  it('the hires pass\'s <lora:> tags must be the prompt\'s: Redline keeps the first pass\'s adapters', () => {
+    const req = { prompt: 'a cat <lora:ink:0.5>', negativePrompt: 'fog', width: 64, height: 64, steps: 4 };
+    // Same tags (any order, other words): accepted, the tags taken out of the second pass's text.
+    const ok = resolveRequest({ ...req, hires: { prompt: 'sharp <lora:ink:0.5> cat', negativePrompt: 'haze' } });
+    expect(ok.hiresPrompts).toEqual({ prompt: 'sharp  cat', negativePrompt: 'haze' });
+    expect(resolveRequest({ ...req, hires: {} }).hiresPrompts).toEqual({ prompt: 'a cat ', negativePrompt: 'fog' });
+    for (const hrPrompt of ['sharp cat', 'sharp <lora:ink:1>', 'sharp <lora:ink:0.5> <lora:other:1>']) {
+      const e = refusal(() => resolveRequest({ ...req, hires: { prompt: hrPrompt } }));
+      expect(e.code).toBe('hires_lora_mismatch');
+      expect(e.hint).toContain('same <lora:...> tags');
+    }
   });
 });

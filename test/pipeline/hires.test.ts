@@ -315,3 +315,67 @@ describe('a guidance hook (safety) keeps the uncond pass at any CFG', () => {
     expect(rows.reduce((s, n) => s + n, 0)).toBe(12);
   }, 60_000);
 });
+
+describe('hires prompts and sampler (A1111 hr_prompt, hr_negative_prompt, hr_sampler_name)', () => {
+  it('the second pass runs its own prompt, negative prompt and sampler: the same latents as the hand-written two passes', async () => {
+    const [u, a, fog, b] = [await encode('blurry'), await encode(A), await encode('fog'), await encode(B_TEXT)];
+    const x1 = await firstPass('Euler', 3, [SEED], [64, 64], () => [u, a], cfg(CFG));
+    // Second pass: Euler a, 2 steps on a schedule of int(2 / 0.5) = 4, prompt B, negative "fog".
+    const s2 = createSampler('Euler a', { steps: 4, strength: 0.5 });
+    expect(s2.timesteps.length).toBe(2);
+    const rng2 = new ImageRng({ seeds: [SEED], shape: [4, 16, 16], source: 'cpu' });
+    const x2 = s2.addNoise(doubleByRepeat(x1, 4, 8, 8) as Float32Array, rng2.next());
+    const ref = await runLoop({ sampler: s2, rng: rng2, x: x2, B: 1, size: [16, 16], at: () => [fog, b], combine: cfg(CFG) });
+
+    const hires = { upscaler: 'Latent (nearest)', steps: 2, denoise: 0.5 };
+    const [img] = await generate({ prompt: A, negativePrompt: 'blurry', steps: 3, hires: { ...hires, prompt: B_TEXT, negativePrompt: 'fog', sampler: 'Euler a' } });
+    expect(maxAbsDiff(img!.latents, ref)).toBe(0);
+    // Empty hires prompts and "Use same sampler" are the first pass's (A1111's defaults).
+    const [same] = await generate({ prompt: A, negativePrompt: 'blurry', steps: 3, hires: { ...hires, prompt: '', negativePrompt: null, sampler: 'Use same sampler' } });
+    const [plain] = await generate({ prompt: A, negativePrompt: 'blurry', steps: 3, hires });
+    expect(maxAbsDiff(same!.latents, plain!.latents)).toBe(0);
+    expect(maxAbsDiff(plain!.latents, ref)).toBeGreaterThan(1e-3);
+  }, 120_000);
+});
+
+describe('pad_cond_uncond (A1111\'s "Pad prompt/negative prompt")', () => {
+  // 40 x "red circle," is over 75 tokens: two chunks (154 tokens) against the negative's one.
+  const LONG = Array.from({ length: 40 }, () => 'red circle').join(', ');
+  const append = (e: EncodedPrompt, empty: EncodedPrompt): EncodedPrompt => {
+    const states = new Float32Array(e.states.length + empty.states.length);
+    states.set(e.states);
+    states.set(empty.states, e.states.length);
+    return { states, tokens: e.tokens + empty.tokens };
+  };
+
+  it('a long prompt, a short negative: the negative gets the empty prompt\'s chunk appended and both run in one UNet call', async () => {
+    const [u, c, empty] = [await encode('blurry'), await encode(LONG), await model.basePrompts.encode('')];
+    expect([u.tokens, c.tokens, empty.tokens]).toEqual([77, 154, 77]);
+    const ref = await firstPass('Euler', 3, [SEED], [64, 64], () => [append(u, empty), c], cfg(CFG));
+    const { result: [img], rows } = await unetRows(() => generate({ prompt: LONG, negativePrompt: 'blurry', steps: 3, padCondUncond: true }));
+    expect(maxAbsDiff(img!.latents, ref)).toBe(0);
+    expect(rows).toEqual([2, 2, 2]);
+    expect(img!.padConds).toBe(true);
+    // Off (A1111's default): separate calls, another image.
+    const { result: [off], rows: offRows } = await unetRows(() => generate({ prompt: LONG, negativePrompt: 'blurry', steps: 3 }));
+    expect(offRows).toEqual([1, 1, 1, 1, 1, 1]);
+    expect(off!.padConds).toBe(false);
+    expect(maxAbsDiff(off!.latents, img!.latents)).toBeGreaterThan(1e-4);
+  }, 120_000);
+
+  it('a long negative, a short prompt: the prompt is padded', async () => {
+    const [u, c, empty] = [await encode(LONG), await encode(A), await model.basePrompts.encode('')];
+    const ref = await firstPass('Euler', 2, [SEED], [64, 64], () => [u, append(c, empty)], cfg(CFG));
+    const [img] = await generate({ prompt: A, negativePrompt: LONG, steps: 2, padCondUncond: true });
+    expect(maxAbsDiff(img!.latents, ref)).toBe(0);
+  }, 120_000);
+
+  it('equal lengths: nothing to pad, the same image as without the option; a hires prompt that is longer pads the second pass', async () => {
+    const [on] = await generate({ prompt: A, negativePrompt: 'blurry', steps: 2, padCondUncond: true });
+    const [off] = await generate({ prompt: A, negativePrompt: 'blurry', steps: 2 });
+    expect(maxAbsDiff(on!.latents, off!.latents)).toBe(0);
+    expect(on!.padConds).toBe(false);
+    const [hr] = await generate({ prompt: A, negativePrompt: 'blurry', steps: 1, padCondUncond: true, hires: { prompt: LONG, steps: 1, denoise: 0.5 } });
+    expect(hr!.padConds).toBe(true);
+  }, 120_000);
+});
