@@ -54,6 +54,8 @@ export interface GenerationFields<Image> {
   model: string | null;
   /** txt2img: A1111's hires fix (width x height is the first pass); absent or null = none. */
   hires?: HiresFields | null;
+  /** A1111's pad_cond_uncond option (override_settings.pad_cond_uncond): off when absent. */
+  padCondUncond?: boolean;
 }
 
 /**
@@ -70,6 +72,11 @@ export interface HiresFields {
   /** Second-pass steps; 0 = the first pass's steps. */
   steps: number;
   denoise: number;
+  /** hr_prompt / hr_negative_prompt, <lora:> tags removed by the service; null = the first pass's. */
+  prompt?: string | null;
+  negativePrompt?: string | null;
+  /** The second pass's sampler, a listSamplers() name (A1111's hr_scheduler folded in, e.g. "DPM++ 2M Karras"); null = the first pass's. */
+  sampler?: string | null;
 }
 
 /**

@@ -215,6 +215,7 @@ export class PipelineBackend implements GenerationBackend {
         ...(request.eta !== null ? { eta: request.eta } : {}),
         ...(initImage ? { initImage, strength: request.denoisingStrength ?? 0.75 } : {}),
         ...(hires && request.hires ? { hires: request.hires } : {}),
+        ...(request.padCondUncond ? { padCondUncond: true } : {}),
         adapters: adapterRequests,
       }, {
         signal: options.signal,
@@ -247,9 +248,10 @@ export class PipelineBackend implements GenerationBackend {
           ...(entry.info.hash ? { modelHash: entry.info.hash } : {}),
           model: entry.info.model_name,
           ...(initImage ? { denoisingStrength: request.denoisingStrength ?? 0.75 } : {}),
-          ...(hires ? hiresInfotext(hires) : {}),
+          ...(hires ? hiresInfotext(hires, { prompt: request.prompt, negativePrompt: request.negativePrompt, sampler }) : {}),
           clipSkip: request.clipSkip,
           ...(loraHashes.length ? { loras: loraHashes } : {}),
+          ...(img.padConds ? { padConds: true } : {}),
           ...(effective > 0 || requested > 0 ? { extra: [['Intensity', effective] as const] } : {}),
         });
         images.push({ png: await encodePng(img.image), infotext, seed: img.seed });

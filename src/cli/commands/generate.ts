@@ -16,7 +16,7 @@ import { checkRngSource, SAMPLER_NAMES } from '../../sampling/index.ts';
 import { applyProvenance, defaultDataDir, loadSigningIdentity } from '../../safety/provenance/index.ts';
 import { planGradedGeneration } from '../../safety/graded.ts';
 import { loadPolicy } from '../../safety/policy/policy.ts';
-import { Screener } from '../../safety/screen/screener.ts';
+import { type ScreenRequest, type ScreenResult, Screener } from '../../safety/screen/screener.ts';
 import { ImageSafetyChecks, outputCheckOptionsFromPolicy, checkOutputImage } from '../../safety/output/index.ts';
 import { LikenessStore } from '../../safety/likeness/store.ts';
 import { ProgressBar } from '../progress.ts';
@@ -56,6 +56,13 @@ const HELP = `Usage: redline generate --prompt TEXT [options]
                         ${HIRES_UPSCALERS.slice(6).join(', ')}
   --hires-steps N       second-pass steps (default: --steps); they are the last N of a
                         schedule of int(N / strength) steps, as A1111 runs them
+  --hires-prompt TEXT   the second pass's prompt (default: --prompt); its <lora:> tags
+                        must be the prompt's, the first pass's LoRAs stay applied
+  --hires-negative TEXT the second pass's negative prompt (default: --negative)
+  --hires-sampler NAME  the second pass's sampler (default: --sampler)
+  --pad-cond-uncond     A1111's "Pad prompt/negative prompt" option: the shorter of the
+                        prompt and negative prompt gets the empty prompt's encoding
+                        appended so both run in one UNet batch (changes the image)
   --device NAME         ${PROVIDERS.join(', ')} (default cpu)
   --allow-cpu-fallback  use the CPU when the device cannot start
   --out FILE|DIR        a .png file (one image) or a folder (default outputs/)
@@ -95,6 +102,10 @@ export async function run(argv: string[]): Promise<number> {
       'hires-resize': { type: 'string' },
       'hires-upscaler': { type: 'string' },
       'hires-steps': { type: 'string' },
+      'hires-prompt': { type: 'string' },
+      'hires-negative': { type: 'string' },
+      'hires-sampler': { type: 'string' },
+      'pad-cond-uncond': { type: 'boolean', default: false },
       device: { type: 'string', default: 'cpu' },
       'allow-cpu-fallback': { type: 'boolean', default: false },
       out: { type: 'string', default: 'outputs' },
@@ -143,16 +154,17 @@ export async function run(argv: string[]): Promise<number> {
     ...opt('clipSkip', num(values['clip-skip'], 'clip-skip')),
     ...(initImage ? { initImage, strength: strength ?? 0.75 } : {}),
     ...(hires ? { hires } : {}),
+    padCondUncond: values['pad-cond-uncond'],
   });
   // The CLI is an interface like the API: the same policy screens the prompts before
   // sampling and the same checks judge every image before it is written. The local
   // operator screens as the policy's 'creator' role (REDLINE_POLICY selects the policy).
   const policy = loadPolicy(process.env.REDLINE_POLICY);
-  const screening = new Screener(policy).screen({
+  const screening = screenPrompts(new Screener(policy), {
     prompt: values.prompt,
     negativePrompt: values.negative,
     loras: request.loraTags.map((t) => t.name),
-  }, CLI_ROLE);
+  }, request.hires ? { prompt: request.hires.prompt ?? values.prompt, negativePrompt: request.hires.negativePrompt ?? values.negative } : null);
   if (screening.verdict === 'refuse') {
     throw new RedlineError('refused', screening.reason ?? 'This request cannot be generated under the policy in force.');
   }
@@ -238,10 +250,11 @@ export async function run(argv: string[]): Promise<number> {
         ...(hashes ? { modelHash: modelShortHash(hashes) } : {}),
         model: model.name,
         ...(request.strength !== undefined ? { denoisingStrength: request.strength } : {}),
-        ...(request.hires ? hiresInfotext(request.hires) : {}),
+        ...(request.hires ? hiresInfotext(request.hires, { prompt: values.prompt, negativePrompt: values.negative, sampler: request.sampler }) : {}),
         clipSkip: request.clipSkip,
         rng: request.rng,
         ...(loraHashes.length ? { loras: loraHashes } : {}),
+        ...(img.padConds ? { padConds: true } : {}),
       });
       const png = await applyProvenance(await encodePng(shown), {
         infotext,
@@ -279,7 +292,7 @@ function nativeSize(modelPath: string): number {
 /** The hires fix the flags ask for, or undefined when none of them is given. */
 function hiresOptions(values: Record<string, string | boolean | undefined>, strength: number | undefined): HiresRequest | undefined {
   const text = (k: string): string | undefined => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
-  const on = values.hires === true || ['hires-scale', 'hires-resize', 'hires-upscaler', 'hires-steps'].some((k) => text(k) !== undefined);
+  const on = values.hires === true || ['hires-scale', 'hires-resize', 'hires-upscaler', 'hires-steps', 'hires-prompt', 'hires-negative', 'hires-sampler'].some((k) => text(k) !== undefined);
   if (!on) return undefined;
   if (values['init-image']) {
     throw new RedlineError('bad_option', 'The hires fix is a txt2img option; it cannot be combined with --init-image.');
@@ -300,7 +313,34 @@ function hiresOptions(values: Record<string, string | boolean | undefined>, stre
   const steps = num(text('hires-steps'), 'hires-steps');
   if (steps !== undefined) hires.steps = steps;
   if (strength !== undefined) hires.denoise = strength;
+  const prompt = text('hires-prompt');
+  if (prompt !== undefined) hires.prompt = prompt;
+  const negative = text('hires-negative');
+  if (negative !== undefined) hires.negativePrompt = negative;
+  const sampler = text('hires-sampler');
+  if (sampler !== undefined) hires.sampler = sampler;
   return hires;
+}
+
+/**
+ * Screens the prompts, and a hires pass's own prompts alone and joined to the first pass's
+ * (the final image carries both passes, so a combination across them counts): the worst
+ * verdict stands, at the highest intensity the wording asked for.
+ */
+function screenPrompts(screener: Screener, first: ScreenRequest, hires: { prompt: string; negativePrompt: string } | null): ScreenResult {
+  const runs = [screener.screen(first, CLI_ROLE)];
+  if (hires && (hires.prompt !== first.prompt || hires.negativePrompt !== (first.negativePrompt ?? ''))) {
+    runs.push(screener.screen({ ...first, ...hires }, CLI_ROLE));
+    runs.push(screener.screen({ ...first, prompt: `${first.prompt}\n${hires.prompt}`, negativePrompt: `${first.negativePrompt ?? ''}\n${hires.negativePrompt}` }, CLI_ROLE));
+  }
+  const refused = runs.find((r) => r.verdict === 'refuse');
+  if (refused) return refused;
+  return {
+    ...(runs.find((r) => r.verdict === 'clamp') ?? runs[0]!),
+    categories: runs.flatMap((r) => r.categories),
+    intensity: Math.max(...runs.map((r) => r.intensity)) as ScreenResult['intensity'],
+    effectiveIntensity: Math.max(...runs.map((r) => r.effectiveIntensity)) as ScreenResult['effectiveIntensity'],
+  };
 }
 
 /** The policy role the local command line screens as. */
