@@ -1,8 +1,12 @@
 import { randomInt } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { readSidecar } from '../adapters/registry.ts';
 import { RedlineError } from '../errors.ts';
 import { MAX_SIDE } from '../pipeline/generate.ts';
 import { resolveHires, type ResolvedHires } from '../pipeline/hires.ts';
-import type { AdapterUse, GenerationFields, RoleCaps, ScreeningResult, ServiceComponents } from './backend.ts';
+import { assertAdapterGradable } from '../safety/graded.ts';
+import type { AdapterInfo, AdapterUse, GenerationFields, RoleCaps, ScreeningResult, ServiceComponents } from './backend.ts';
 import type { StoredRequest } from './execute.ts';
 import { decodeBase64Image, fetchInitImage, normaliseUpload, type UploadLimits } from './hardening.ts';
 import type { JobService } from './jobs.ts';
@@ -114,13 +118,44 @@ async function checkNames(ctx: ServiceContext, input: SubmissionInput): Promise<
   if (input.adapters.length) {
     const loras = await ctx.components.backend.listLoras();
     for (const a of input.adapters) {
-      if (!loras.some((l) => l.name === a.name || l.alias === a.name)) {
+      const info = loras.find((l) => l.name === a.name || l.alias === a.name);
+      if (!info) {
         throw new SubmissionError(422, 'unknown_adapter', `adapter '${a.name}' not found; see /sdapi/v1/loras.`);
       }
       if (!Number.isFinite(a.weight) || Math.abs(a.weight) > 4) {
         throw new SubmissionError(422, 'bad_adapter_weight', `adapter '${a.name}' weight ${a.weight} is outside -4..4.`);
       }
+      assertAdapterAccepted(info);
     }
+  }
+}
+
+/**
+ * An adapter the job would be refused for (a broken sidecar, an unknown or hard-blocked
+ * category, a graded calibration the policy cannot use, a declared category without its
+ * sidecar) is refused now, as a 422 with the reason, rather than queued to fail when it runs.
+ * The backend's listing says what it found at startup; the sidecar is read again here, since
+ * it may have been broken or removed since. Adapters whose file is not on this machine (a
+ * backend that lists another machine's folder) are checked where the job runs.
+ */
+function assertAdapterAccepted(info: AdapterInfo): void {
+  const folder = dirname(info.path);
+  // Registry messages name files by their base name; this keeps any path a message might
+  // still carry (an OS error's text) away from callers.
+  const scrub = (text: string): string => (folder.length > 1 ? text.split(info.path).join(basename(info.path)).split(folder).join('<loras>') : text);
+  const listed = info.metadata.redline_refused;
+  if (typeof listed === 'string') throw new SubmissionError(422, 'adapter_refused', scrub(listed));
+  if (!info.path || !existsSync(info.path)) return;
+  try {
+    const { sidecar } = readSidecar(info.path);
+    if (!sidecar && info.metadata.redline !== undefined) {
+      throw new RedlineError('adapter_sidecar_missing', `Adapter "${info.name}" is refused: its sidecar ${info.name}.json was removed after the server started, so its intensity calibration is unknown.`,
+        `Restore ${info.name}.json beside the adapter.`);
+    }
+    assertAdapterGradable(info.name, sidecar);
+  } catch (err) {
+    if (err instanceof RedlineError) throw new SubmissionError(422, err.code, scrub(err.hint ? `${err.message} ${err.hint}` : err.message));
+    throw err;
   }
 }
 
