@@ -77,6 +77,8 @@ export interface HiresFields {
   negativePrompt?: string | null;
   /** The second pass's sampler, a listSamplers() name (A1111's hr_scheduler folded in, e.g. "DPM++ 2M Karras"); null = the first pass's. */
   sampler?: string | null;
+  /** hr_checkpoint_name when the request named one: it must be the first pass's checkpoint (A1111 then writes "Hires checkpoint"). */
+  checkpoint?: string | null;
 }
 
 /**

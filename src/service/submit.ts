@@ -11,6 +11,7 @@ import type { StoredRequest } from './execute.ts';
 import { decodeBase64Image, fetchInitImage, normaliseUpload, type UploadLimits } from './hardening.ts';
 import type { JobService } from './jobs.ts';
 import type { ServiceMetrics } from './metrics.ts';
+import { checkHiresCheckpoint, hiresWithoutLoraTags, screenWithHires } from './hires-prompts.ts';
 import { generationCost, type RateDecision, type RateLimiter } from './ratelimit.ts';
 import type { RoleTable } from './roles.ts';
 import type { Caller, JobRow, ServiceStore } from './store.ts';
@@ -173,10 +174,14 @@ export interface Submitted {
 export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw: SubmissionInput): Promise<Submitted> {
   const role = ctx.roles.get(caller.role);
   const tags = extractLoraTags(raw.prompt);
-  const input: SubmissionInput = { ...raw, prompt: tags.prompt, adapters: [...raw.adapters, ...tags.adapters] };
+  const input: SubmissionInput = {
+    ...raw, prompt: tags.prompt, adapters: [...raw.adapters, ...tags.adapters],
+    ...(raw.hires ? { hires: hiresWithoutLoraTags(raw.prompt, raw.negativePrompt, raw.hires) } : {}),
+  };
   const hires = hiresTarget(input);
   enforceRoleLimits(input, role, hires);
   await checkNames(ctx, input);
+  if (input.hires) await checkHiresCheckpoint(ctx.components.backend, input.model, input.hires);
   const consentRef = input.consentAttestationRef?.trim() || null;
   if (consentRef !== null && input.mode !== 'img2img') {
     throw new SubmissionError(422, 'consent_not_applicable', 'a consent attestation reference applies to img2img init images only; remove it from this txt2img request.');
@@ -206,24 +211,28 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
     throw new SubmissionError(429, 'rate_limited', `rate limit reached for this key; retry in ${retry} s.`, { ...rate.headers, 'Retry-After': String(retry) });
   }
 
-  const screening = await ctx.components.screener.screen({
+  // A hires pass's own prompts are screened too (alone and with the prompts): it renders them.
+  const { result: screening, runs } = await screenWithHires(ctx.components.screener, {
     prompt: input.prompt,
     negativePrompt: input.negativePrompt,
     adapters: input.adapters.map((a) => a.name),
     requestedIntensity: input.requestedIntensity,
     role: role.name,
     roleCap: role.maxIntensity,
-  });
+  }, hires ? { prompt: input.hires?.prompt || input.prompt, negativePrompt: input.hires?.negativePrompt || input.negativePrompt } : null);
   // Defence in depth: whatever the screener says, the role's cap bounds the intensity.
   const effective = Math.max(0, Math.min(screening.effectiveIntensity, role.maxIntensity));
   const verdict: ScreeningResult = { ...screening, effectiveIntensity: effective };
   ctx.metrics.intensity.inc({ requested: String(screening.requestedIntensity), effective: String(effective), verdict: verdict.verdict });
-  void ctx.components.audit?.record({
-    kind: 'screening', caller: caller.id, role: role.name, prompt: input.prompt, negativePrompt: input.negativePrompt,
-    verdict: verdict.verdict, categories: verdict.categories, requestedIntensity: verdict.requestedIntensity,
-    effectiveIntensity: effective, reason: verdict.reason,
-    ...(consentRef !== null ? { detail: { consentAttestationRef: consentRef } } : {}),
-  });
+  for (const run of runs) {
+    const r = run.pass === 'first' ? verdict : run.result;
+    void ctx.components.audit?.record({
+      kind: 'screening', caller: caller.id, role: role.name, prompt: run.prompt, negativePrompt: run.negativePrompt,
+      verdict: r.verdict, categories: r.categories, requestedIntensity: r.requestedIntensity,
+      effectiveIntensity: run.pass === 'first' ? effective : Math.min(r.effectiveIntensity, role.maxIntensity), reason: r.reason,
+      ...(consentRef !== null || run.pass !== 'first' ? { detail: { ...(consentRef !== null ? { consentAttestationRef: consentRef } : {}), ...(run.pass !== 'first' ? { screened: run.pass === 'hires' ? 'hires prompts' : 'prompts and hires prompts' } : {}) } } : {}),
+    });
+  }
   if (verdict.verdict === 'refuse') {
     const categories = verdict.categories.map((c) => c.category);
     ctx.store.recordBlock({ caller: caller.id, role: role.name, stage: 'prompt', categories, reason: verdict.reason });
