@@ -26,7 +26,8 @@ export interface GradedPlan {
   cfgScale: number;
   sld: SldParams | undefined;
   /** An SLD guidance hook, or undefined when none applies. Its momentum starts afresh at
-   * step 0, so one hook serves a run of several batches. */
+   * step 0 of every pass, so one hook serves a run of several batches. A hires fix's second
+   * pass is steered from its first step (see hiresSldParams). */
   guidance(): GuidanceHook | undefined;
 }
 
@@ -58,6 +59,19 @@ export function assertAdapterGradable(name: string, sidecar: unknown): void {
   if (isGradedAdapter(sidecar as AdapterSidecar)) calibrationFromSidecar(sidecar, `${name}.json`);
 }
 
+/**
+ * SLD for a hires fix's second pass. SLD's warm-up lets the first pass form the composition
+ * before steering it; the second pass starts from that composition, and counts its steps from
+ * 0 again, so a warm-up there (MEDIUM's 10 steps, WEAK's 15) would cover a typical second pass
+ * of 10-15 steps entirely and SLD would never act on the final image. It steers from the
+ * second pass's first step instead. Its momentum starts at zero: the first pass's is of a
+ * smaller latent, and its steps are of another schedule. With no warm-up, momentum only
+ * accumulates from steering steps, as in diffusers' own MAX preset (warm-up 0).
+ */
+export function hiresSldParams(sld: SldParams): SldParams {
+  return { ...sld, sld_warmup_steps: 0 };
+}
+
 export function planGradedGeneration(policy: Policy, requested: IntensityLevel, effective: IntensityLevel, uses: readonly AdapterUse[], cfgScale: number): GradedPlan {
   // Every adapter is checked before any runs, whatever the level: a refusal must not depend
   // on which level a prompt happened to ask for.
@@ -83,11 +97,12 @@ export function planGradedGeneration(policy: Policy, requested: IntensityLevel, 
     sld,
     guidance() {
       if (!sld) return undefined;
-      let state = new SafeLatentGuidance(sld, cfg);
+      const hires = hiresSldParams(sld);
+      let state: SafeLatentGuidance | undefined;
       return {
         conceptPrompt: SLD_CONCEPTS.graphic_injury,
-        combine: ({ uncond, cond, concept, step, out }) => {
-          if (step === 0) state = new SafeLatentGuidance(sld, cfg);
+        combine: ({ uncond, cond, concept, step, pass, out }) => {
+          if (step === 0 || !state) state = new SafeLatentGuidance(pass === 'hires' ? hires : sld, cfg);
           state.step(step, uncond, cond, concept!, out);
         },
       };
