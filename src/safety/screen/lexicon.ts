@@ -295,7 +295,14 @@ export function compileGroups(groups: Record<string, string[]>): Map<string, Set
   const out = new Map<string, Set<string>>();
   for (const [name, words] of Object.entries(groups)) {
     const set = new Set<string>();
-    for (const w of words) for (const k of wordKeys(String(w))) set.add(k.key);
+    for (const w of words) {
+      const keys = wordKeys(String(w));
+      // Context is checked word by word, so a phrase's words would each count alone: the
+      // inanimate "mannequin head" once made every "head" inanimate and dropped "a
+      // decapitated head".
+      if (keys.length !== 1) throw new Error(`lexicon.yaml groups.${name}: "${String(w)}" is not one word; groups hold single words (put phrases in an entry's terms).`);
+      set.add(keys[0]!.key);
+    }
     out.set(name, set);
   }
   return out;
