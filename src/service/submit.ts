@@ -224,13 +224,13 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
   const effective = Math.max(0, Math.min(screening.effectiveIntensity, role.maxIntensity));
   const verdict: ScreeningResult = { ...screening, effectiveIntensity: effective };
   ctx.metrics.intensity.inc({ requested: String(screening.requestedIntensity), effective: String(effective), verdict: verdict.verdict });
-  for (const run of runs) {
-    const r = run.pass === 'first' ? verdict : run.result;
+  // One row per screening, each with the texts its evidence offsets index.
+  for (const { pass, prompt, negativePrompt, result: r } of runs) {
     void ctx.components.audit?.record({
-      kind: 'screening', caller: caller.id, role: role.name, prompt: run.prompt, negativePrompt: run.negativePrompt,
+      kind: 'screening', caller: caller.id, role: role.name, prompt, negativePrompt,
       verdict: r.verdict, categories: r.categories, requestedIntensity: r.requestedIntensity,
-      effectiveIntensity: run.pass === 'first' ? effective : Math.min(r.effectiveIntensity, role.maxIntensity), reason: r.reason,
-      ...(consentRef !== null || run.pass !== 'first' ? { detail: { ...(consentRef !== null ? { consentAttestationRef: consentRef } : {}), ...(run.pass !== 'first' ? { screened: run.pass === 'hires' ? 'hires prompts' : 'prompts and hires prompts' } : {}) } } : {}),
+      effectiveIntensity: Math.max(0, Math.min(r.effectiveIntensity, role.maxIntensity)), reason: r.reason,
+      ...(consentRef !== null || pass !== 'first' ? { detail: { ...(consentRef !== null ? { consentAttestationRef: consentRef } : {}), ...(pass !== 'first' ? { screened: pass === 'hires' ? 'hires prompts' : 'prompts and hires prompts' } : {}) } } : {}),
     });
   }
   if (verdict.verdict === 'refuse') {
