@@ -205,7 +205,7 @@ export interface GenerationInfo {
 
 /**
  * The hires fix's infotext fields, A1111's extra_generation_params in the order its txt2img
- * init() sets them: "Hires sampler" (A1111's name, when it differs from the first pass's),
+ * init() sets them: "Hires checkpoint" (when hr_checkpoint_name named one), "Hires sampler" (A1111's name, when it differs from the first pass's),
  * "Hires prompt" and "Hires negative prompt" (when they differ from the first pass's),
  * "Hires schedule type" (its place is reserved in init(), the value set while sampling),
  * then calculate_target_resolution()'s "Hires upscale" (hr_scale, when no resize target
@@ -214,6 +214,8 @@ export interface GenerationInfo {
  * second pass's strength is GenerationInfo.denoisingStrength ("Denoising strength").
  */
 export interface HiresInfo {
+  /** hr_checkpoint_name when one was named: the checkpoint's short title, "name [hash]". */
+  checkpoint?: string;
   sampler?: string;
   prompt?: string;
   negativePrompt?: string;
@@ -261,6 +263,7 @@ export function generationParams(info: GenerationInfo): InfotextParams {
     ['Clip skip', info.clipSkip !== undefined && info.clipSkip > 1 ? info.clipSkip : undefined],
     ['RNG', info.rng === 'cpu' ? 'CPU' : undefined],
     // A1111 sets these in init(), before the extra networks of each batch add "Lora hashes".
+    ['Hires checkpoint', info.hires?.checkpoint],
     ['Hires sampler', info.hires?.sampler],
     ['Hires prompt', info.hires?.prompt],
     ['Hires negative prompt', info.hires?.negativePrompt],

@@ -1,7 +1,7 @@
 // A hires fix's own prompts and checkpoint on the request path (A1111's hr_prompt,
 // hr_negative_prompt, hr_checkpoint_name): their <lora:> tags, the checkpoint they name,
 // and the screening of what the second pass renders.
-import type { AdapterUse, HiresFields, Screener, ScreeningInput, ScreeningResult, ServiceComponents } from './backend.ts';
+import type { AdapterUse, HiresFields, ModelInfo, Screener, ScreeningInput, ScreeningResult, ServiceComponents } from './backend.ts';
 import { extractLoraTags, SubmissionError } from './submit.ts';
 
 const tagKey = (tags: AdapterUse[]): string => tags.map((a) => `${a.name}\u0000${a.weight}`).sort().join('\u0001');
@@ -89,4 +89,9 @@ export async function screenWithHires(
     },
     runs,
   };
+}
+
+/** A1111's CheckpointInfo.short_title, which it writes as "Hires checkpoint": the file name without extension and the short hash. */
+export function checkpointShortTitle(info: ModelInfo): string {
+  return info.hash ? `${info.model_name} [${info.hash}]` : info.model_name;
 }

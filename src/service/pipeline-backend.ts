@@ -10,9 +10,10 @@ import { RedlineError } from '../errors.ts';
 import { fileHashes, modelShortHash } from '../models/checkpoint/hash.ts';
 import { listModels as listModelFolder } from '../models/checkpoint/registry.ts';
 import { Generator, MAX_SIDE } from '../pipeline/generate.ts';
+import { checkpointShortTitle } from './hires-prompts.ts';
 import { hiresInfotext, resolveHires } from '../pipeline/hires.ts';
 import { decodeImage, encodePng } from '../pipeline/image.ts';
-import { generationInfotext } from '../pipeline/infotext.ts';
+import { generationInfotext, type HiresInfo } from '../pipeline/infotext.ts';
 import { StableDiffusionModel } from '../pipeline/model.ts';
 import { embeddedAdaptersPath, embeddedModelPath } from '../pipeline/embedded.ts';
 import type { Provider } from '../runtime/session.ts';
@@ -248,7 +249,7 @@ export class PipelineBackend implements GenerationBackend {
           ...(entry.info.hash ? { modelHash: entry.info.hash } : {}),
           model: entry.info.model_name,
           ...(initImage ? { denoisingStrength: request.denoisingStrength ?? 0.75 } : {}),
-          ...(hires ? hiresInfotext(hires, { prompt: request.prompt, negativePrompt: request.negativePrompt, sampler }) : {}),
+          ...(hires ? withHiresCheckpoint(hiresInfotext(hires, { prompt: request.prompt, negativePrompt: request.negativePrompt, sampler }), request.hires?.checkpoint ? checkpointShortTitle(entry.info) : undefined) : {}),
           clipSkip: request.clipSkip,
           ...(loraHashes.length ? { loras: loraHashes } : {}),
           ...(img.padConds ? { padConds: true } : {}),
@@ -302,4 +303,8 @@ export class PipelineBackend implements GenerationBackend {
     await this.model?.release();
     this.model = null;
   }
+}
+
+function withHiresCheckpoint<T extends { hires: HiresInfo }>(fields: T, checkpoint: string | undefined): T {
+  return checkpoint ? { ...fields, hires: { ...fields.hires, checkpoint } } : fields;
 }

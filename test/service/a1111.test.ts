@@ -118,9 +118,10 @@ describe('A1111-compatible API', () => {
   });
 
   it('refuses features Redline does not have by name instead of ignoring them', async () => {
-    const hr = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'x', enable_hr: true, hr_sampler_name: 'DDIM' }, basic);
+    // A hires pass on another checkpoint (Redline runs one per job).
+    const hr = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'x', width: 64, height: 64, enable_hr: true, hr_checkpoint_name: 'procedural-b' }, basic);
     expect(hr.status).toBe(422);
-    expect(((await hr.json()) as { detail: string }).detail).toMatch(/hr_sampler_name is not supported/);
+    expect(((await hr.json()) as { detail: string }).detail).toMatch(/hr_checkpoint_name 'procedural-b' is another checkpoint/);
     const ov = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'x', override_settings: { redline_intensity: 3 } }, basic);
     expect(ov.status).toBe(422);
     expect(((await ov.json()) as { detail: string }).detail).toMatch(/override_settings.redline_intensity is not supported/);

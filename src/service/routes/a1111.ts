@@ -4,10 +4,12 @@ import type { HiresFields, ScreeningResult } from '../backend.ts';
 import type { StoredRequest } from '../execute.ts';
 import type { ProgressHub } from '../progress.ts';
 import type { ServiceContext, SubmissionInput } from '../submit.ts';
-import { SubmissionError, submitGeneration } from '../submit.ts';
+import { rethrowAsSubmission, SubmissionError, submitGeneration } from '../submit.ts';
 import { replySubmissionError } from './native.ts';
 import { ServerStoppingError } from '../jobs.ts';
-import { IMAGE_UPSCALERS, LATENT_UPSCALERS } from '../../pipeline/hires.ts';
+import { checkpointShortTitle } from '../hires-prompts.ts';
+import { MAX_SIDE } from '../../pipeline/generate.ts';
+import { hiresInfotext, IMAGE_UPSCALERS, LATENT_UPSCALERS, resolveHires } from '../../pipeline/hires.ts';
 
 // AUTOMATIC1111-compatible API (/sdapi/v1). Field names and defaults are A1111's: the
 // processing defaults (steps 50, cfg_scale 7, 512x512, seed -1, batch 1, n_iter 1), the
@@ -70,6 +72,11 @@ export const a1111Txt2ImgSchema = {
     hr_second_pass_steps: { type: 'integer', default: 0 },
     hr_resize_x: { type: 'integer', default: 0 },
     hr_resize_y: { type: 'integer', default: 0 },
+    hr_checkpoint_name: { type: ['string', 'null'], maxLength: 512, default: null, description: 'null, "" or "Use same checkpoint": the first pass\'s (the only one Redline runs)' },
+    hr_sampler_name: { type: ['string', 'null'], maxLength: 64, default: null, description: 'null, "" or "Use same sampler": the first pass\'s' },
+    hr_scheduler: { type: ['string', 'null'], maxLength: 64, default: null, description: 'Automatic or Karras; null, "" or "Use same scheduler": the first pass\'s' },
+    hr_prompt: { type: ['string', 'null'], maxLength: 8000, default: '', description: 'empty: the prompt (A1111); screened like the prompt; its <lora:> tags must be the prompt\'s' },
+    hr_negative_prompt: { type: ['string', 'null'], maxLength: 8000, default: '', description: 'empty: the negative prompt (A1111)' },
   },
 } as const;
 
@@ -103,15 +110,17 @@ type A1111Body = Record<string, unknown> & {
   alwayson_scripts: Record<string, { args?: unknown[] }>; enable_hr?: boolean; denoising_strength: number | null;
   hr_scale?: number; hr_upscaler?: string | null; hr_second_pass_steps?: number; hr_resize_x?: number; hr_resize_y?: number;
   firstphase_width?: number; firstphase_height?: number;
+  hr_checkpoint_name?: string | null; hr_sampler_name?: string | null; hr_scheduler?: string | null;
+  hr_prompt?: string | null; hr_negative_prompt?: string | null;
   init_images?: string[] | null; init_image_url?: string | null; mask?: string | null; intensity: number | null;
   redline_consent?: string | null;
 };
 
-const SUPPORTED_OVERRIDES = new Set(['sd_model_checkpoint', 'CLIP_stop_at_last_layers']);
+const SUPPORTED_OVERRIDES = new Set(['sd_model_checkpoint', 'CLIP_stop_at_last_layers', 'pad_cond_uncond', 'pad_cond_uncond_v0']);
 
 function a1111ToInput(mode: 'txt2img' | 'img2img', b: A1111Body): SubmissionInput {
   // Features Redline does not implement are refused by name, never silently ignored.
-  const hires = mode === 'txt2img' ? a1111Hires(b) : null;
+  const { hires, firstPass } = mode === 'txt2img' ? a1111Hires(b) : { hires: null, firstPass: null };
   if (b.script_name) throw new SubmissionError(422, 'unsupported', `scripts are not supported by Redline (script_name '${b.script_name}').`);
   for (const [name, s] of Object.entries(b.alwayson_scripts ?? {})) {
     if (Array.isArray(s?.args) && s.args.length > 0 && s.args.some((a) => a !== false)) {
@@ -126,6 +135,12 @@ function a1111ToInput(mode: 'txt2img' | 'img2img', b: A1111Body): SubmissionInpu
   }
   const model = typeof overrides.sd_model_checkpoint === 'string' ? overrides.sd_model_checkpoint : null;
   const clipSkip = typeof overrides.CLIP_stop_at_last_layers === 'number' ? overrides.CLIP_stop_at_last_layers : 1;
+  for (const key of ['pad_cond_uncond', 'pad_cond_uncond_v0'] as const) {
+    if (key in overrides && typeof overrides[key] !== 'boolean') throw new SubmissionError(422, 'bad_override', `override_settings.${key} must be true or false.`);
+  }
+  if (overrides.pad_cond_uncond_v0 === true) {
+    throw new SubmissionError(422, 'unsupported_override', 'override_settings.pad_cond_uncond_v0 (A1111\'s pre-1.6 DDIM padding, which can truncate the negative prompt) is not implemented; pad_cond_uncond is.');
+  }
   return {
     mode,
     prompt: b.prompt,
@@ -138,8 +153,8 @@ function a1111ToInput(mode: 'txt2img' | 'img2img', b: A1111Body): SubmissionInpu
     seed: b.seed,
     subseed: b.subseed,
     subseedStrength: b.subseed_strength,
-    width: b.width,
-    height: b.height,
+    width: firstPass?.width ?? b.width,
+    height: firstPass?.height ?? b.height,
     batchSize: b.batch_size,
     nIter: b.n_iter,
     clipSkip,
@@ -152,23 +167,32 @@ function a1111ToInput(mode: 'txt2img' | 'img2img', b: A1111Body): SubmissionInpu
     requestedIntensity: b.intensity,
     consentAttestationRef: b.redline_consent ?? null,
     ...(hires ? { hires } : {}),
+    ...(overrides.pad_cond_uncond === true ? { padCondUncond: true } : {}),
   };
 }
 
-/** A1111's txt2img hires fields (StableDiffusionProcessingTxt2Img); its defaults where left out. */
-function a1111Hires(b: A1111Body): HiresFields | null {
-  if (!b.enable_hr) return null;
-  if (b.firstphase_width || b.firstphase_height) {
-    throw new SubmissionError(422, 'unsupported', 'firstphase_width/firstphase_height (the old hires fix) are not supported by Redline; set width/height to the first pass and hr_scale or hr_resize_x/hr_resize_y to the target.');
+/** What A1111's UI and clients send for "the first pass's" in a hires field. */
+const sameAsFirst = (v: string | null | undefined, marker: string): boolean => v === undefined || v === null || v.trim() === '' || v === marker;
+
+/**
+ * A1111's txt2img hires fields (StableDiffusionProcessingTxt2Img, 1.10); its defaults where
+ * left out. Empty hires prompts and the "Use same ..." values are the first pass's. The
+ * hires sampler folds in hr_scheduler (else the first pass's scheduler, as A1111 inherits
+ * it) the way the first pass's sampler and scheduler fold into a Redline sampler name.
+ */
+function a1111Hires(b: A1111Body): { hires: HiresFields | null; firstPass: { width: number; height: number } | null } {
+  const fw = b.firstphase_width ?? 0;
+  const fh = b.firstphase_height ?? 0;
+  // A1111 makes firstphase_* the first pass's size whenever one is set (enable_hr or not).
+  const firstPass = fw || fh ? { width: fw, height: fh } : null;
+  if (firstPass && (!fw || !fh)) {
+    throw new SubmissionError(422, 'bad_hires', `firstphase_width/firstphase_height must both be set (got ${fw}x${fh}); or leave both 0 and set width/height to the first pass.`);
   }
-  for (const field of ['hr_checkpoint_name', 'hr_sampler_name', 'hr_prompt', 'hr_negative_prompt'] as const) {
-    const v = b[field];
-    const same = (field === 'hr_prompt' && v === b.prompt) || (field === 'hr_negative_prompt' && v === b.negative_prompt) || (field === 'hr_sampler_name' && v === (b.sampler_name || b.sampler_index));
-    if (v !== undefined && v !== null && v !== '' && !same) {
-      throw new SubmissionError(422, 'unsupported', `${field} is not supported by Redline: the hires pass uses the first pass's checkpoint, sampler and prompts.`);
-    }
+  if (!b.enable_hr) {
+    if (firstPass) throw new SubmissionError(422, 'bad_hires', 'firstphase_width/firstphase_height apply to the hires fix; set enable_hr, or send the size as width/height.');
+    return { hires: null, firstPass: null };
   }
-  return {
+  const hires: HiresFields = {
     scale: b.hr_scale ?? 2,
     resizeX: b.hr_resize_x ?? 0,
     resizeY: b.hr_resize_y ?? 0,
@@ -176,19 +200,62 @@ function a1111Hires(b: A1111Body): HiresFields | null {
     steps: b.hr_second_pass_steps ?? 0,
     // A1111's StableDiffusionProcessingTxt2Img default.
     denoise: b.denoising_strength ?? 0.75,
+    prompt: b.hr_prompt || null,
+    negativePrompt: b.hr_negative_prompt || null,
+    sampler: a1111HiresSampler(b),
+    checkpoint: sameAsFirst(b.hr_checkpoint_name, 'Use same checkpoint') ? null : b.hr_checkpoint_name!,
   };
+  if (firstPass) {
+    // A1111 1.6+ computes the target from hr_scale / hr_resize_* and the first pass, and
+    // no longer from width/height: a request meaning the old rule must agree with it.
+    let target;
+    try {
+      target = resolveHires(hires, { width: fw, height: fh, steps: b.steps }, MAX_SIDE);
+    } catch (err) {
+      rethrowAsSubmission(err);
+    }
+    if (target.width !== b.width || target.height !== b.height) {
+      throw new SubmissionError(422, 'bad_hires',
+        `firstphase ${fw}x${fh} with ${hires.resizeX || hires.resizeY ? `hr_resize ${hires.resizeX}x${hires.resizeY}` : `hr_scale ${hires.scale}`} gives ${target.width}x${target.height}, but width/height ask for ${b.width}x${b.height} (A1111 would ignore them). ` +
+        'Set width/height to the first pass and hr_scale or hr_resize_x/hr_resize_y to the target.');
+    }
+  }
+  return { hires, firstPass };
 }
 
-/** The hires entries A1111 puts in extra_generation_params, as its init() names them. */
-function a1111HiresParams(request: StoredRequest): Record<string, unknown> {
-  const hr = request.hires;
-  if (!hr) return {};
-  return {
-    ...(hr.resizeX || hr.resizeY ? { 'Hires resize': `${hr.resizeX}x${hr.resizeY}` } : { 'Hires upscale': hr.scale }),
-    ...(hr.steps ? { 'Hires steps': hr.steps } : {}),
-    ...(hr.upscaler !== null ? { 'Hires upscaler': hr.upscaler } : {}),
-    'Denoising strength': hr.denoise,
-  };
+const HIRES_SCHEDULERS = ['Automatic', 'Karras'];
+
+function a1111HiresSampler(b: A1111Body): string | null {
+  const sameSampler = sameAsFirst(b.hr_sampler_name, 'Use same sampler');
+  const sameScheduler = sameAsFirst(b.hr_scheduler, 'Use same scheduler');
+  if (sameSampler && sameScheduler) return null;
+  if (!sameScheduler && !HIRES_SCHEDULERS.includes(b.hr_scheduler!)) {
+    throw new SubmissionError(422, 'unknown_scheduler', `hr_scheduler '${b.hr_scheduler}' is not available on Redline; schedulers: ${HIRES_SCHEDULERS.join(', ')} (or "Use same scheduler").`);
+  }
+  const name = sameSampler ? (b.sampler_name || b.sampler_index || 'Euler') : b.hr_sampler_name!;
+  const scheduler = sameScheduler ? (b.scheduler || 'Automatic') : b.hr_scheduler!;
+  return scheduler === 'Karras' && !/Karras$/.test(name) ? `${name} Karras` : name;
+}
+
+/** The hires entries A1111 puts in extra_generation_params, as its init() names them (the infotext's, src/pipeline/hires.ts). */
+function a1111HiresParams(request: StoredRequest, checkpointTitle: string | undefined): Record<string, unknown> {
+  if (!request.hires) return {};
+  const sampler = request.scheduler === 'Karras' && !/Karras$/.test(request.sampler) ? `${request.sampler} Karras` : request.sampler;
+  const resolved = resolveHires(request.hires, { width: request.width, height: request.height, steps: request.steps }, MAX_SIDE);
+  const { hires: hr, denoisingStrength } = hiresInfotext(resolved, { prompt: request.prompt, negativePrompt: request.negativePrompt, sampler });
+  const entries: [string, unknown][] = [
+    ['Denoising strength', denoisingStrength],
+    ['Hires checkpoint', request.hires.checkpoint ? (checkpointTitle ?? request.hires.checkpoint) : undefined],
+    ['Hires sampler', hr.sampler],
+    ['Hires prompt', hr.prompt],
+    ['Hires negative prompt', hr.negativePrompt],
+    ['Hires schedule type', hr.scheduleType],
+    ['Hires upscale', hr.upscale],
+    ['Hires resize', hr.resize ? `${hr.resize.x}x${hr.resize.y}` : undefined],
+    ['Hires steps', hr.steps],
+    ['Hires upscaler', hr.upscaler],
+  ];
+  return Object.fromEntries(entries.filter(([, v]) => v !== undefined));
 }
 
 function timestamp(ms: number): string {
@@ -283,7 +350,7 @@ export function registerA1111Routes(app: FastifyInstance, ctx: Ctx): void {
         seed_resize_from_w: -1,
         seed_resize_from_h: -1,
         denoising_strength: request.hires ? request.hires.denoise : request.denoisingStrength,
-        extra_generation_params: { ...a1111HiresParams(request), 'Redline intensity': request.intensity },
+        extra_generation_params: { ...a1111HiresParams(request, model ? checkpointShortTitle(model) : undefined), 'Redline intensity': request.intensity },
         index_of_first_image: 0,
         infotexts: images.map((im) => im.infotext),
         styles: [],

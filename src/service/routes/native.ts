@@ -56,8 +56,12 @@ export const jobRequestSchema = {
         upscaler: { type: ['string', 'null'], maxLength: 64, default: null, description: 'Latent, Latent (antialiased), Latent (bicubic), Latent (bicubic antialiased), Latent (nearest), Latent (nearest-exact), None, Lanczos or Nearest; null = Latent' },
         second_pass_steps: { type: 'integer', minimum: 0, default: 0, description: '0 = the first pass\'s steps' },
         denoising_strength: { type: 'number', minimum: 0, maximum: 1, default: 0.7 },
+        prompt: { type: ['string', 'null'], maxLength: 8000, default: null, description: 'the second pass\'s prompt (A1111 hr_prompt); null or empty = the prompt; screened like it; its <lora:> tags must be the prompt\'s' },
+        negative_prompt: { type: ['string', 'null'], maxLength: 8000, default: null, description: 'A1111 hr_negative_prompt; null or empty = the negative prompt' },
+        sampler_name: { type: ['string', 'null'], maxLength: 64, default: null, description: 'the second pass\'s sampler (e.g. "DPM++ 2M Karras"); null = sampler_name' },
       },
     },
+    pad_cond_uncond: { type: 'boolean', default: false, description: 'A1111\'s "Pad prompt/negative prompt": the shorter conditioning gets the empty prompt\'s appended so both run in one UNet batch (changes the image)' },
   },
 } as const;
 
@@ -86,7 +90,11 @@ export interface NativeJobBody {
   model: string | null;
   intensity: number | null;
   consent_attestation_ref: string | null;
-  hires: { scale: number; resize_x: number; resize_y: number; upscaler: string | null; second_pass_steps: number; denoising_strength: number } | null;
+  hires: {
+    scale: number; resize_x: number; resize_y: number; upscaler: string | null; second_pass_steps: number; denoising_strength: number;
+    prompt: string | null; negative_prompt: string | null; sampler_name: string | null;
+  } | null;
+  pad_cond_uncond: boolean;
 }
 
 function nativeToInput(b: NativeJobBody): SubmissionInput {
@@ -100,8 +108,10 @@ function nativeToInput(b: NativeJobBody): SubmissionInput {
       hires: {
         scale: b.hires.scale, resizeX: b.hires.resize_x, resizeY: b.hires.resize_y, upscaler: b.hires.upscaler,
         steps: b.hires.second_pass_steps, denoise: b.hires.denoising_strength,
+        prompt: b.hires.prompt || null, negativePrompt: b.hires.negative_prompt || null, sampler: b.hires.sampler_name || null,
       },
     } : {}),
+    ...(b.pad_cond_uncond ? { padCondUncond: true } : {}),
   };
 }
 
