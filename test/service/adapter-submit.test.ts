@@ -6,7 +6,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CATEGORY_METADATA_KEY, listAdapters } from '../../src/adapters/registry.ts';
-import type { AdapterInfo } from '../../src/service/backend.ts';
+import type { AdapterInfo, GenerationBackend } from '../../src/service/backend.ts';
 import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeTinyLora } from '../adapters/sidecar-fixtures.ts';
 import { bearer, postJson, startHarness, tempDir, type Harness } from './support/harness.ts';
 import { ProceduralBackend } from './support/procedural-components.ts';
@@ -29,24 +29,20 @@ const truncated = BROKEN_SIDECARS.find((c) => c.name === 'truncated')!;
 writeTinyLora(join(dir, 'truncated.safetensors'));
 truncated.write(join(dir, 'truncated.json'));
 
-/** The procedural backend over the folder above, listed as PipelineBackend.listLoras lists it. */
-class FolderBackend extends ProceduralBackend {
-  listed: AdapterInfo[] = [];
-  async load(): Promise<void> {
-    this.listed = (await listAdapters(dir, { hashes: false })).map((a) => ({
-      name: a.name, alias: a.name, path: join(dir, a.file),
-      metadata: { ...a.meta, ...(a.sidecar ? { redline: a.sidecar } : {}), ...(a.refusal ? { redline_refused: a.refusal.message } : {}) },
-    }));
-  }
-  override async listLoras(): Promise<AdapterInfo[]> {
-    return this.listed;
-  }
+/** The procedural backend, listing the folder above as PipelineBackend.listLoras lists it. */
+const procedural = new ProceduralBackend({ stepMs: 0 });
+let listed: AdapterInfo[] = [];
+const backend: GenerationBackend = Object.assign(Object.create(procedural) as GenerationBackend, { listLoras: async () => listed });
+async function listFolder(): Promise<AdapterInfo[]> {
+  return (await listAdapters(dir, { hashes: false })).map((a) => ({
+    name: a.name, alias: a.name, path: join(dir, a.file),
+    metadata: { ...a.meta, ...(a.sidecar ? { redline: a.sidecar } : {}), ...(a.refusal ? { redline_refused: a.refusal.message } : {}) },
+  }));
 }
 
-const backend = new FolderBackend({ stepMs: 0 });
 let h: Harness;
 beforeAll(async () => {
-  await backend.load();
+  listed = await listFolder();
   h = await startHarness({ components: { backend } });
 });
 afterAll(async () => {
@@ -59,12 +55,12 @@ const native = (name: string) => postJson(`${h.base}/api/v1/jobs`, { prompt: `a 
 const a1111 = (name: string) => postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: `a red cube <lora:${name}:0.8>`, ...small }, bearer(h.keys.creator));
 
 async function refusedAtSubmit(name: string): Promise<{ code: string; message: string }> {
-  const before = backend.requests.length;
+  const before = procedural.requests.length;
   const res = await native(name);
   const text = await res.text();
   expect(res.status, text).toBe(422);
   expect(text).not.toContain(dir);
-  expect(backend.requests.length).toBe(before);
+  expect(procedural.requests.length).toBe(before);
   return (JSON.parse(text) as { error: { code: string; message: string } }).error;
 }
 
