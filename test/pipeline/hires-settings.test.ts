@@ -219,6 +219,14 @@ describe('hires prompts and sampler (A1111 hr_prompt, hr_negative_prompt, hr_sam
     expect(e.hint).toContain('DPM++ 2M Karras');
   });
 
+  it('"Hires checkpoint" (the short title) comes first of the hires entries', () => {
+    const hr = resolveHires({ sampler: 'DDIM' }, first(512, 512), 2048);
+    const info = hiresInfotext(hr, base);
+    expect(generationInfotext({ ...base, ...info, hires: { ...info.hires, checkpoint: 'v1-5-pruned-emaonly [6ce0161689]' } })).toMatch(
+      /, Denoising strength: 0\.7, Hires checkpoint: v1-5-pruned-emaonly \[6ce0161689\], Hires sampler: DDIM, Hires upscale: 2, Version/,
+    );
+  });
+
   it('"Pad conds: True" comes after "Lora hashes"', () => {
     expect(generationInfotext({ ...base, loras: [{ name: 'ink', hash: '0123456789ab' }], padConds: true, extra: [['Intensity', 1]] })).toMatch(
       /, Lora hashes: "ink: 0123456789ab", Pad conds: True, Intensity: 1, Version: v1\.10\.1$/,
