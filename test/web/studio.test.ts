@@ -340,3 +340,66 @@ describe('admin pages in Chromium', () => {
     await page.screenshot({ path: join(shots, '12-policy.png') });
   });
 });
+
+describe('the Hires. fix section in Chromium', () => {
+  let context: BrowserContext;
+  beforeAll(async () => {
+    context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  });
+  afterAll(async () => {
+    await context?.close();
+  });
+
+  it('sends the hires settings, prompts and sampler as the native API\'s hires object and shows the second pass\'s image at its size', async () => {
+    const page = await signIn(context, 'creator1');
+    const tab = txt2img(page);
+    await fillSettings(page, 'a red cube on a grey table', { seed: 99 });
+    await tab.getByLabel('Sampling steps').fill('2');
+    await tab.getByLabel(/Upscale and refine/).check();
+    await tab.getByLabel('Upscaler').selectOption('Latent (nearest)');
+    // The target size is shown beside the factor.
+    await expect(tab.getByLabel(/^Upscale by/).count()).resolves.toBe(1);
+    await expect(tab.locator('label', { hasText: /^Upscale by/ }).textContent()).resolves.toBe(`Upscale by (${2 * SIZE}x${2 * SIZE})`);
+    await tab.getByLabel('Hires steps (0 = same)').fill('1');
+    // "Use same sampler" first, then the server's samplers.
+    const choices = await tab.getByLabel('Hires sampler').locator('option').allTextContents();
+    expect(choices.slice(0, 2)).toEqual(['Use same sampler', 'DDIM']);
+    await tab.getByLabel('Hires sampler').selectOption('Euler');
+    await tab.getByLabel('Hires prompt (empty = the prompt)').fill('a blue cube on a grey table');
+    await tab.getByLabel('Hires negative prompt (empty = the negative prompt)').fill('fog');
+
+    const sent = page.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === '/api/v1/jobs');
+    await tab.getByRole('button', { name: 'Generate' }).click();
+    expect(((await sent).postDataJSON() as { hires: unknown }).hires).toEqual({
+      scale: 2, upscaler: 'Latent (nearest)', second_pass_steps: 1, denoising_strength: 0.7,
+      prompt: 'a blue cube on a grey table', negative_prompt: 'fog', sampler_name: 'Euler',
+    });
+
+    const card = tab.getByTestId('image-card');
+    await card.getByTestId('image-size').waitFor({ timeout: 60_000 });
+    await expect(card.getByTestId('image-size').textContent()).resolves.toBe(`${2 * SIZE}x${2 * SIZE}`);
+    await page.screenshot({ path: join(shots, '09-hires-result.png') });
+    await card.getByRole('button', { name: 'PNG info' }).click();
+    const infotext = await page.getByRole('dialog').getByTestId('infotext').textContent();
+    // Size is the first pass's, as A1111 writes it; the hires entries in its order.
+    expect(infotext).toContain(`Size: ${SIZE}x${SIZE}`);
+    expect(infotext).toContain('Denoising strength: 0.7, Hires sampler: Euler, Hires prompt: a blue cube on a grey table, Hires negative prompt: fog, Hires upscale: 2, Hires steps: 1, Hires upscaler: Latent (nearest)');
+    await page.keyboard.press('Escape');
+
+    // The pixels are the pipeline's for these settings, run here in-process.
+    const src = await card.locator('img').getAttribute('src');
+    const shown = await sharp(Buffer.from(src!.replace(/^data:image\/png;base64,/, ''), 'base64')).removeAlpha().raw().toBuffer();
+    const model = await StableDiffusionModel.load(goldenPath('models', 'diffusers'), { threads: 1 });
+    try {
+      const [ref] = await new Generator(model).generate(resolveRequest({
+        prompt: 'a red cube on a grey table', negativePrompt: 'blurry', sampler: 'Euler a', steps: 2, cfgScale: 7, seed: 99, width: SIZE, height: SIZE,
+        hires: { scale: 2, upscaler: 'Latent (nearest)', steps: 1, denoise: 0.7, prompt: 'a blue cube on a grey table', negativePrompt: 'fog', sampler: 'Euler' },
+      }));
+      expect(Buffer.compare(Buffer.from(ref!.image.data), shown)).toBe(0);
+    } finally {
+      await model.release();
+    }
+    expect(consoleErrors.get(page)).toEqual([]);
+    await page.close();
+  }, 120_000);
+});

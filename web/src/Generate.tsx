@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useId, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
 import type { SentImage } from './App.tsx';
-import { api, errorText, HIRES_UPSCALERS, type Adapter, type IntensityView, type JobRequest, type JobState, type Me, type ResultImage, type Sampler } from './api.ts';
+import { api, errorText, HIRES_UPSCALERS, SAME_SAMPLER, type Adapter, type IntensityView, type JobRequest, type JobState, type Me, type ResultImage, type Sampler } from './api.ts';
 import { ImageCard } from './ImageCard.tsx';
 
 interface Props {
@@ -62,6 +62,9 @@ export function Generate({ mode, me, sent, onImages, onSendToImg2img }: Props) {
   const [hiresUpscaler, setHiresUpscaler] = useState('Latent');
   const [hiresSteps, setHiresSteps] = useState(0);
   const [hiresDenoise, setHiresDenoise] = useState(0.7);
+  const [hiresSampler, setHiresSampler] = useState(SAME_SAMPLER);
+  const [hiresPrompt, setHiresPrompt] = useState('');
+  const [hiresNegative, setHiresNegative] = useState('');
   const [initImage, setInitImage] = useState<string | null>(null);
   const [initName, setInitName] = useState('');
   const [available, setAvailable] = useState<Adapter[]>([]);
@@ -178,7 +181,15 @@ export function Generate({ mode, me, sent, onImages, onSendToImg2img }: Props) {
       mode, prompt, negative_prompt: negative, adapters, sampler_name: sampler, steps, cfg_scale: cfg, seed,
       width, height, batch_size: batchSize, n_iter: batchCount, intensity: autoIntensity ? null : intensity,
       ...(mode === 'img2img' && initImage ? { init_images: [initImage], denoising_strength: denoise } : {}),
-      ...(mode === 'txt2img' && hires ? { hires: { scale: hiresScale, upscaler: hiresUpscaler, second_pass_steps: hiresSteps, denoising_strength: hiresDenoise } } : {}),
+      ...(mode === 'txt2img' && hires ? {
+        hires: {
+          scale: hiresScale, upscaler: hiresUpscaler, second_pass_steps: hiresSteps, denoising_strength: hiresDenoise,
+          // Empty prompts and "Use same sampler" are the first pass's, as in A1111.
+          prompt: hiresPrompt.trim() ? hiresPrompt : null,
+          negative_prompt: hiresNegative.trim() ? hiresNegative : null,
+          sampler_name: hiresSampler === SAME_SAMPLER ? null : hiresSampler,
+        },
+      } : {}),
     };
     const hiresNumbers = mode === 'txt2img' && hires ? { 'Upscale by': hiresScale, 'Hires steps': hiresSteps } : {};
     for (const [name, v] of Object.entries({ steps, 'CFG scale': cfg, seed, width, height, 'batch size': batchSize, 'batch count': batchCount, ...hiresNumbers })) {
@@ -310,6 +321,21 @@ export function Generate({ mode, me, sent, onImages, onSendToImg2img }: Props) {
                 <div className="field">
                   <label htmlFor={id('hires-denoise')}>Denoising strength: {hiresDenoise.toFixed(2)}</label>
                   <input id={id('hires-denoise')} type="range" min={0.01} max={1} step={0.01} value={hiresDenoise} onChange={(e) => setHiresDenoise(e.target.valueAsNumber)} />
+                </div>
+                <div className="field">
+                  <label htmlFor={id('hires-sampler')}>Hires sampler</label>
+                  <select id={id('hires-sampler')} value={hiresSampler} onChange={(e) => setHiresSampler(e.target.value)}>
+                    <option value={SAME_SAMPLER}>{SAME_SAMPLER}</option>
+                    {samplers.map((s) => <option key={s.name} value={s.name}>{s.name}</option>)}
+                  </select>
+                </div>
+                <div className="field span-all">
+                  <label htmlFor={id('hires-prompt')}>Hires prompt (empty = the prompt)</label>
+                  <textarea id={id('hires-prompt')} rows={2} value={hiresPrompt} onChange={(e) => setHiresPrompt(e.target.value)} />
+                </div>
+                <div className="field span-all">
+                  <label htmlFor={id('hires-negative')}>Hires negative prompt (empty = the negative prompt)</label>
+                  <textarea id={id('hires-negative')} rows={2} value={hiresNegative} onChange={(e) => setHiresNegative(e.target.value)} />
                 </div>
               </>
             )}

@@ -17,6 +17,8 @@ export function provenanceText(p: ProvenanceView): string {
 export function ImageCard({ image, jobId, onSendToImg2img }: { image: ResultImage; jobId: string; onSendToImg2img?: (im: ResultImage) => void }) {
   const dialog = useRef<HTMLDialogElement>(null);
   const [open, setOpen] = useState(false);
+  // The PNG's own size: with a hires fix it is the second pass's, not the form's width x height.
+  const [size, setSize] = useState<string | null>(null);
   const title = `Image ${image.index + 1} of job ${jobId}, seed ${image.seed}`;
 
   useEffect(() => {
@@ -28,9 +30,11 @@ export function ImageCard({ image, jobId, onSendToImg2img }: { image: ResultImag
 
   return (
     <figure className="image-card" data-testid="image-card">
-      <img src={`data:image/png;base64,${image.png_base64}`} alt={title} width={192} />
+      <img src={`data:image/png;base64,${image.png_base64}`} alt={title} width={192}
+        onLoad={(e) => setSize(`${e.currentTarget.naturalWidth}x${e.currentTarget.naturalHeight}`)} />
       <figcaption>
         <span>Seed {image.seed}</span>
+        {size && <span data-testid="image-size">{size}</span>}
         <span className={`provenance ${image.provenance.status === 'marked' ? 'ok' : 'warn'}`} data-testid="provenance">
           Provenance: {provenanceText(image.provenance)}
         </span>

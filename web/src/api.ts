@@ -88,7 +88,14 @@ export interface HiresRequest {
   /** 0 = the first pass's steps. */
   second_pass_steps: number;
   denoising_strength: number;
+  /** The second pass's prompts and sampler (A1111's hr_prompt, hr_negative_prompt, hr_sampler_name); null = the first pass's. */
+  prompt: string | null;
+  negative_prompt: string | null;
+  sampler_name: string | null;
 }
+
+/** A1111's choice for "the first pass's sampler" in the hires sampler list. */
+export const SAME_SAMPLER = 'Use same sampler';
 
 /** The hires upscalers the server knows (src/pipeline/hires.ts HIRES_UPSCALERS). */
 export const HIRES_UPSCALERS = ['Latent', 'Latent (antialiased)', 'Latent (bicubic)', 'Latent (bicubic antialiased)', 'Latent (nearest)', 'Latent (nearest-exact)', 'None', 'Lanczos', 'Nearest'];

@@ -16,6 +16,7 @@ import sharp from 'sharp';
 import { RedlineError } from '../../../src/errors.ts';
 import { listAdapters } from '../../../src/adapters/index.ts';
 import { Generator, resolveRequest, type GuidanceHook, type StepEvent } from '../../../src/pipeline/generate.ts';
+import { hiresInfotext } from '../../../src/pipeline/hires.ts';
 import { decodeImage, encodePng } from '../../../src/pipeline/image.ts';
 import { generationInfotext } from '../../../src/pipeline/infotext.ts';
 import { StableDiffusionModel } from '../../../src/pipeline/model.ts';
@@ -100,6 +101,8 @@ export class GoldenPipelineBackend implements GenerationBackend {
       seed: req.seed, width: req.width, height: req.height, batchSize: req.batchSize, batchCount: req.nIter, clipSkip: req.clipSkip,
       ...(req.eta !== null ? { eta: req.eta } : {}),
       ...(initImage ? { initImage, strength: req.denoisingStrength ?? 0.75 } : {}),
+      ...(req.hires && req.mode === 'txt2img' ? { hires: req.hires } : {}),
+      ...(req.padCondUncond ? { padCondUncond: true } : {}),
     });
     const { model, strengths } = await this.runnable(req);
     const started = Date.now();
@@ -108,12 +111,13 @@ export class GoldenPipelineBackend implements GenerationBackend {
       const previews: Promise<void>[] = [];
       const onStep = (e: StepEvent) => {
         done++;
-        const total = e.steps * resolved.batchCount;
+        // A hires fix's second pass counts too, at its own size.
+        const total = ((e.pass === 'first' ? e.steps : resolved.steps) + (resolved.hires?.steps ?? 0)) * resolved.batchCount;
         const step = done;
         if (!e.predOriginal) return opts.onProgress(step, total);
-        const plane = 4 * (resolved.height / 8) * (resolved.width / 8);
+        const plane = 4 * (e.height / 8) * (e.width / 8);
         const first = e.predOriginal.slice(0, plane);
-        previews.push(cheapPreview(first, resolved.height / 8, resolved.width / 8, 8).then((png) => opts.onProgress(step, total, png)));
+        previews.push(cheapPreview(first, e.height / 8, e.width / 8, 8).then((png) => opts.onProgress(step, total, png)));
       };
       let images;
       try {
@@ -133,7 +137,9 @@ export class GoldenPipelineBackend implements GenerationBackend {
             prompt: `${req.prompt}${loraText}`, negativePrompt: req.negativePrompt, steps: resolved.steps, sampler: resolved.sampler,
             cfgScale: resolved.cfgScale, seed: im.seed, width: resolved.width, height: resolved.height, model: model.name,
             ...(resolved.strength !== undefined ? { denoisingStrength: resolved.strength } : {}),
+            ...(resolved.hires ? hiresInfotext(resolved.hires, { prompt: req.prompt, negativePrompt: req.negativePrompt, sampler: resolved.sampler }) : {}),
             clipSkip: resolved.clipSkip,
+            ...(im.padConds ? { padConds: true } : {}),
             extra: [['Intensity', req.intensity]],
           }),
         });
