@@ -55,8 +55,8 @@ async function fillSettings(page: Page, prompt: string, opts: { seed?: number } 
   await tab.getByLabel('Negative prompt').fill('blurry');
   await tab.getByLabel('Sampler').selectOption('Euler a');
   await tab.getByLabel('Sampling steps').fill(String(STEPS));
-  await tab.getByLabel('Width').fill(String(SIZE));
-  await tab.getByLabel('Height').fill(String(SIZE));
+  await tab.getByLabel('Width', { exact: true }).fill(String(SIZE));
+  await tab.getByLabel('Height', { exact: true }).fill(String(SIZE));
   await tab.getByLabel('Seed (-1 = random)').fill(String(opts.seed ?? -1));
 }
 
@@ -221,8 +221,8 @@ describe('web studio in Chromium', () => {
     await tab.getByLabel('Image file (PNG, JPEG or WebP)').setInputFiles(init);
     await tab.getByRole('img', { name: /Init image/ }).waitFor();
     await tab.getByLabel('Prompt', { exact: true }).fill('a blue gradient');
-    await tab.getByLabel('Width').fill(String(SIZE));
-    await tab.getByLabel('Height').fill(String(SIZE));
+    await tab.getByLabel('Width', { exact: true }).fill(String(SIZE));
+    await tab.getByLabel('Height', { exact: true }).fill(String(SIZE));
     await tab.getByLabel('Sampling steps').fill('10');
     await tab.getByLabel(/Denoising strength/).fill('0.6');
     await tab.getByRole('button', { name: 'Generate' }).click();
