@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { productEnv } from './_product-env.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const all = readdirSync(here)
@@ -21,7 +22,7 @@ let failed = 0;
 for (const name of wanted.length ? wanted : all) {
   console.log(`\n=== bench/${name}.ts ===`);
   const started = Date.now();
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(here, `${name}.ts`)], { stdio: 'inherit' });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(here, `${name}.ts`)], { stdio: 'inherit', env: productEnv() });
   console.log(`=== ${name}: ${r.status === 0 ? 'done' : `FAILED (exit ${r.status})`} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   if (r.status !== 0) failed++;
 }

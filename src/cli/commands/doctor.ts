@@ -49,6 +49,11 @@ export async function providerReport(): Promise<ProviderReport[]> {
   return out;
 }
 
+/** Whether glibc's malloc was told to use transparent huge pages (bin/redline.js sets it). */
+export function mallocHugePages(): boolean {
+  return /(^|:)glibc\.malloc\.hugetlb=[12]/.test(process.env.GLIBC_TUNABLES ?? '');
+}
+
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
@@ -57,9 +62,10 @@ export async function run(argv: string[]): Promise<number> {
   }
   const report = await providerReport();
   if (values.json) {
-    console.log(JSON.stringify({ onnxruntime: ort.env.versions.node, providers: report, gpuBufferApis: gpuBufferApis() }, null, 2));
+    console.log(JSON.stringify({ onnxruntime: ort.env.versions.node, providers: report, gpuBufferApis: gpuBufferApis(), mallocHugePages: mallocHugePages() }, null, 2));
   } else {
     console.log(`onnxruntime-node ${ort.env.versions.node}`);
+    console.log(`malloc huge pages: ${mallocHugePages() ? 'on' : 'off (start through bin/redline.js, or set GLIBC_TUNABLES=glibc.malloc.hugetlb=1)'}`);
     for (const r of report) {
       console.log(r.available ? `  ${r.provider.padEnd(7)} available${r.note ? ` (${r.note})` : ''}` : `  ${r.provider.padEnd(7)} unavailable: ${r.reason}\n          fix: ${r.fix}`);
     }
