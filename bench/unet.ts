@@ -4,7 +4,12 @@
 // file, as fp16 checkpoints are on disk; no download.
 //
 //   npx tsx bench/unet.ts [--steps 3] [--prepack on|off] [--opt all|extended|basic]
-//                         [--threads N] [--size 512] [--keep DIR] [--cache] [--profile PREFIX]
+//                         [--threads N] [--size 512] [--keep DIR] [--cache on|off] [--profile PREFIX]
+//
+// --cache on (default) measures what the product does: a first process builds the compile
+// cache entry (ORT-optimised model with pre-packed weights, once per checkpoint; its load
+// time is printed as the cache miss), then a fresh process loads from it and runs the steps.
+// --cache off exports the f16 weights and lets ORT optimise them at load, every time.
 //
 // The weights are generated in one child process and measured in a fresh one, so the load
 // time is a cold start and the peak RSS is the measuring process's own.
@@ -23,6 +28,7 @@ import { buildUnet } from '../src/models/unet.ts';
 import { Session } from '../src/runtime/session.ts';
 import { SafetensorsFile, writeSafetensors } from '../src/tensor/safetensors.ts';
 import { Tensor } from '../src/tensor/tensor.ts';
+import { productEnv } from './_product-env.ts';
 import { randomF16Weights, xorshift } from './_random-weights.ts';
 
 const WEIGHTS = 'diffusion_pytorch_model.fp16.safetensors';
@@ -150,14 +156,14 @@ async function main(): Promise<void> {
       size: { type: 'string', default: '512' },
       keep: { type: 'string' },
       profile: { type: 'string' },
-      cache: { type: 'boolean' },
+      cache: { type: 'string', default: 'on' },
       role: { type: 'string' },
       dir: { type: 'string' },
       help: { type: 'boolean' },
     },
   });
   if (values.help) {
-    console.log('npx tsx bench/unet.ts [--steps 3] [--prepack on|off] [--opt all|extended|basic] [--threads N] [--size 512] [--keep DIR]');
+    console.log('npx tsx bench/unet.ts [--steps 3] [--prepack on|off] [--opt all|extended|basic] [--threads N] [--size 512] [--keep DIR] [--cache on|off] [--profile PREFIX]');
     return;
   }
   if (values.role === 'generate') return generate(values.dir!, SD15_CONFIGS.unet);
@@ -169,7 +175,7 @@ async function main(): Promise<void> {
       ...(values.threads ? { threads: Number(values.threads) } : {}),
       size: Number(values.size),
       ...(values.profile ? { profile: values.profile } : {}),
-      ...(values.cache ? { cache: join(values.dir!, 'export-cache') } : {}),
+      ...(values.cache !== 'off' ? { cache: join(values.dir!, 'export-cache') } : {}),
     });
   }
   const dir = values.keep ?? mkdtempSync(join(tmpdir(), 'redline-bench-unet-'));
@@ -177,7 +183,7 @@ async function main(): Promise<void> {
   const self = new URL(import.meta.url).pathname;
   const child = (role: string, extra: string[] = []): void => {
     const args = ['--import', 'tsx', self, '--role', role, '--dir', dir, ...process.argv.slice(2).filter((a, i, all) => a !== '--keep' && all[i - 1] !== '--keep'), ...extra];
-    const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
+    const r = spawnSync(process.execPath, args, { stdio: 'inherit', env: productEnv() });
     if (r.status !== 0) throw new Error(`bench ${role} failed (${r.status})`);
   };
   try {
@@ -187,7 +193,7 @@ async function main(): Promise<void> {
       console.error(`generated random fp16 SD 1.5 UNet weights in ${((performance.now() - t) / 1000).toFixed(1)} s`);
     }
     writeFileSync(join(dir, 'config.json'), JSON.stringify(SD15_CONFIGS.unet, null, 2));
-    if (values.cache) {
+    if (values.cache !== 'off') {
       rmSync(join(dir, 'export-cache'), { recursive: true, force: true });
       child('measure', ['--steps', '0']); // writes the export cache
     }

@@ -3,15 +3,15 @@
 // session is created from the path, so ORT maps the weights instead of copying them.
 
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { cpus, tmpdir } from 'node:os';
+import { arch, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Graph } from '../graph/graph.ts';
 import { exportOnnx, writeOnnx, type OnnxExportOptions } from '../graph/onnx.ts';
 import { BYTES_PER_ELEMENT } from '../tensor/dtype.ts';
 import { cacheMaxBytesFromEnv, leaseEntry, pruneCache } from './compile-cache.ts';
-import { Session, type SessionOptions } from './session.ts';
+import { DEFAULT_PREPACK, Session, type SessionOptions } from './session.ts';
 
 export interface CompileOptions extends SessionOptions, OnnxExportOptions {
   /** Graphs with more weight bytes than this go through a model file (default 256 MiB). */
@@ -49,6 +49,20 @@ export function graphCacheKey(g: Graph, opts: OnnxExportOptions = {}, environmen
   return h.digest('hex').slice(0, 32);
 }
 
+/** The CPU as the cached layouts depend on it: ORT's NCHWc blocking and MLAS's packed
+ * weights follow the instruction set (AVX-512 blocks by 16, AVX2 by 8), and VMs often
+ * report only a family name ("AMD EPYC"), so the feature flags are part of the identity. */
+function cpuIdentity(): string {
+  let flags = '';
+  try {
+    flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? '';
+  } catch {
+    // not Linux: the model name is all there is
+  }
+  const isa = flags.split(/\s+/).filter((f) => /^(avx|fma|f16c|amx|sse4)/.test(f)).sort().join(',');
+  return `${cpus()[0]?.model ?? ''}|${arch()}|${isa}`;
+}
+
 function ortVersion(): string {
   return (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
 }
@@ -63,7 +77,7 @@ export function weightBytes(g: Graph): number {
 }
 
 /** Session options found best for particular graphs by measurement, set by their builders. */
-export type GraphSessionDefaults = Pick<SessionOptions, 'memPattern'>;
+export type GraphSessionDefaults = Pick<SessionOptions, 'memPattern' | 'prepack'>;
 
 const graphDefaults = new WeakMap<Graph, GraphSessionDefaults>();
 
@@ -77,7 +91,8 @@ export async function compileGraph(g: Graph, callerOpts: CompileOptions = {}): P
   const opts: CompileOptions = { ...graphDefaults.get(g) };
   for (const [k, v] of Object.entries(callerOpts)) if (v !== undefined) (opts as Record<string, unknown>)[k] = v;
   const provider = opts.provider ?? 'cpu';
-  const key = opts.cacheDir ? graphCacheKey(g, opts, `${provider}|${ortVersion()}|${cpus()[0]?.model ?? ''}|${opts.optimization ?? 'all'}`) : undefined;
+  const environment = [provider, ortVersion(), cpuIdentity(), opts.optimization ?? 'all', `prepack=${opts.prepack ?? DEFAULT_PREPACK}`].join('|');
+  const key = opts.cacheDir ? graphCacheKey(g, opts, environment) : undefined;
   // Cached whatever their size: a hit skips ORT's optimisation (for the VAE decoder, ~5 CPU s
   // of constant folding and NCHWc weight reordering at every load).
   if (opts.cacheDir && key) return compileCached(g, opts, opts.cacheDir, key, provider);

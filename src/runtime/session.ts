@@ -45,8 +45,11 @@ export interface SessionOptions {
   logLevel?: 'verbose' | 'info' | 'warning' | 'error' | 'fatal';
 }
 
-/** Off: a cached model then loads in about a second; prepacking saves ~11% per step but
- * copies every weight at load (src/runtime/README.md has the measurements). */
+/** Off, except for graphs whose builder asks for it (the UNet: ~10% per step). Pre-packing
+ * at load copies every GEMM weight; the compile cache saves the packed weights with the
+ * optimised model so that a cached load maps them instead. ORT 1.30's saved pre-packed
+ * weights crash (SIGSEGV at run) for our CLIP text encoder graph, so no graph gets them
+ * without a cache-hit test of its own (src/runtime/README.md, "Pre-packing"). */
 export const DEFAULT_PREPACK = false;
 
 const ORT_TYPES: Partial<Record<DType, ort.Tensor.Type>> = {
@@ -85,6 +88,9 @@ function ortOptions(provider: Provider, o: SessionOptions): ort.InferenceSession
   if (o.saveOptimizedModel) {
     config['session.optimized_model_external_initializers_file_name'] = `${basename(o.saveOptimizedModel)}.data`;
     config['session.optimized_model_external_initializers_min_size_in_bytes'] = '1024';
+    // The saved model then also holds the pre-packed GEMM weights, which a later load maps
+    // instead of packing again (UNet: ~2 s load instead of ~5-7 s; README has the figures).
+    if (o.prepack ?? DEFAULT_PREPACK) config['session.save_external_prepacked_constant_initializers'] = '1';
   }
   const ep: ort.InferenceSession.ExecutionProviderConfig =
     provider === 'webgpu' ? { name: 'webgpu' } : provider === 'cuda' ? { name: 'cuda' } : { name: 'cpu' };
