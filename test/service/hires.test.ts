@@ -24,6 +24,18 @@ describe('hires fix requests that are refused', () => {
     for (const name of UPSCALERS) expect(detail).toContain(name);
   });
 
+  // A1111 1.9+ has a scheduler field; one Redline does not have must not silently become
+  // the sampler's own schedule.
+  it('an unknown main-pass scheduler is a 422 naming it and the valid ones', async () => {
+    const res = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'a lighthouse', width: 256, height: 256, sampler_name: 'Euler', scheduler: 'Exponential' }, bearer(h.keys.creator));
+    expect(res.status).toBe(422);
+    const { detail } = (await res.json()) as { detail: string };
+    expect(detail).toContain("scheduler 'Exponential'");
+    expect(detail).toContain('Automatic, Karras');
+    const ok = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'a lighthouse', width: 256, height: 256, sampler_name: 'DPM++ 2M', scheduler: 'Karras' }, bearer(h.keys.creator));
+    expect(ok.status).toBe(200);
+  });
+
   it('the same on the native API', async () => {
     const res = await postJson(`${h.base}/api/v1/jobs`, { prompt: 'a lighthouse', width: 256, height: 256, hires: { upscaler: 'SwinIR_4x' } }, bearer(h.keys.creator));
     expect(res.status).toBe(422);

@@ -138,6 +138,10 @@ function a1111ToInput(mode: 'txt2img' | 'img2img', b: A1111Body): SubmissionInpu
   for (const key of ['pad_cond_uncond', 'pad_cond_uncond_v0'] as const) {
     if (key in overrides && typeof overrides[key] !== 'boolean') throw new SubmissionError(422, 'bad_override', `override_settings.${key} must be true or false.`);
   }
+  if (b.scheduler && !SCHEDULERS.includes(b.scheduler)) {
+    // A1111 1.9+ schedulers other than these would silently become the sampler's own
+    throw new SubmissionError(422, 'unknown_scheduler', `scheduler '${b.scheduler}' is not available on Redline; schedulers: ${SCHEDULERS.join(', ')} (Karras applies to samplers with a Karras variant, e.g. "DPM++ 2M").`);
+  }
   if (overrides.pad_cond_uncond_v0 === true) {
     throw new SubmissionError(422, 'unsupported_override', 'override_settings.pad_cond_uncond_v0 (A1111\'s pre-1.6 DDIM padding, which can truncate the negative prompt) is not implemented; pad_cond_uncond is.');
   }
@@ -223,14 +227,14 @@ function a1111Hires(b: A1111Body): { hires: HiresFields | null; firstPass: { wid
   return { hires, firstPass };
 }
 
-const HIRES_SCHEDULERS = ['Automatic', 'Karras'];
+const SCHEDULERS = ['Automatic', 'Karras'];
 
 function a1111HiresSampler(b: A1111Body): string | null {
   const sameSampler = sameAsFirst(b.hr_sampler_name, 'Use same sampler');
   const sameScheduler = sameAsFirst(b.hr_scheduler, 'Use same scheduler');
   if (sameSampler && sameScheduler) return null;
-  if (!sameScheduler && !HIRES_SCHEDULERS.includes(b.hr_scheduler!)) {
-    throw new SubmissionError(422, 'unknown_scheduler', `hr_scheduler '${b.hr_scheduler}' is not available on Redline; schedulers: ${HIRES_SCHEDULERS.join(', ')} (or "Use same scheduler").`);
+  if (!sameScheduler && !SCHEDULERS.includes(b.hr_scheduler!)) {
+    throw new SubmissionError(422, 'unknown_scheduler', `hr_scheduler '${b.hr_scheduler}' is not available on Redline; schedulers: ${SCHEDULERS.join(', ')} (or "Use same scheduler").`);
   }
   const name = sameSampler ? (b.sampler_name || b.sampler_index || 'Euler') : b.hr_sampler_name!;
   const scheduler = sameScheduler ? (b.scheduler || 'Automatic') : b.hr_scheduler!;
