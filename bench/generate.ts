@@ -26,6 +26,7 @@ import { StableDiffusionModel } from '../src/pipeline/model.ts';
 import type { Session } from '../src/runtime/session.ts';
 import { writeSafetensors } from '../src/tensor/safetensors.ts';
 import { randomF16Weights } from './_random-weights.ts';
+import { productEnv } from './_product-env.ts';
 
 const WEIGHT_FILES: Record<Component, string> = {
   unet: 'diffusion_pytorch_model.fp16.safetensors',
@@ -224,7 +225,7 @@ async function main(): Promise<void> {
   const self = fileURLToPath(import.meta.url);
   const passThrough = process.argv.slice(2).filter((a, i, all) => a !== '--keep' && all[i - 1] !== '--keep');
   const child = (role: string): void => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', self, '--role', role, '--dir', dir, ...passThrough], { stdio: 'inherit' });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', self, '--role', role, '--dir', dir, ...passThrough], { stdio: 'inherit', env: productEnv() });
     if (r.status !== 0) throw new Error(`bench ${role} failed (${r.status})`);
   };
   try {
