@@ -8,8 +8,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   assertAdapterUsable, CATEGORY_METADATA_KEY, listAdapters, readSidecar, type AdapterListing,
 } from '../../src/adapters/registry.ts';
-import { RedlineError } from '../../src/errors.ts';
 import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeBrokenAdapters, writeTinyLora } from './sidecar-fixtures.ts';
+import { refusalOf } from '../helpers/errors.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'redline-sidecar-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -31,15 +31,6 @@ writeTinyLora(join(dir, 'declared-bad.safetensors'), { [CATEGORY_METADATA_KEY]: 
 writeTinyLora(join(dir, 'declared-ok.safetensors'), { [CATEGORY_METADATA_KEY]: 'graphic-injury' });
 writeFileSync(join(dir, 'declared-ok.json'), JSON.stringify(VALID_GRADED_SIDECAR));
 
-const refusalOf = (fn: () => unknown): RedlineError => {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof RedlineError) return err;
-    throw err;
-  }
-  throw new Error('expected a RedlineError, got none');
-};
 
 describe('readSidecar refuses a sidecar that exists but cannot be used', () => {
   for (const c of BROKEN_SIDECARS) {

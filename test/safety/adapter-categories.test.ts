@@ -9,11 +9,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   CATEGORY_METADATA_KEY, HARD_BLOCKED_SIDECAR_CATEGORIES, hardBlockedSidecarCategory, listAdapters, parseSidecar, readSidecar, SIDECAR_CATEGORIES,
 } from '../../src/adapters/registry.ts';
-import { RedlineError } from '../../src/errors.ts';
 import { ADAPTER_CATEGORY_POLICY, CONFIGURABLE_CATEGORIES, HARD_BLOCKED_CATEGORIES } from '../../src/safety/categories.ts';
 import { assertAdapterGradable, isGradedAdapter, planGradedGeneration } from '../../src/safety/graded.ts';
 import { loadPolicy } from '../../src/safety/policy/policy.ts';
 import { VALID_GRADED_SIDECAR, writeTinyLora } from '../adapters/sidecar-fixtures.ts';
+import { refusalOf } from '../helpers/errors.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'redline-adapter-categories-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -25,15 +25,6 @@ function adapter(name: string, sidecar: unknown, metadata: Record<string, string
   return path;
 }
 
-const refusalOf = (fn: () => unknown): RedlineError => {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof RedlineError) return err;
-    throw err;
-  }
-  throw new Error('expected a RedlineError, got none');
-};
 
 const intensity = VALID_GRADED_SIDECAR.intensity;
 const unknown = adapter('vfxgore', { category: 'vfx-gore', intensity });

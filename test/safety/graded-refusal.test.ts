@@ -6,27 +6,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readSidecar } from '../../src/adapters/registry.ts';
-import { RedlineError } from '../../src/errors.ts';
 import type { IntensityLevel } from '../../src/safety/categories.ts';
 import { planGradedGeneration } from '../../src/safety/graded.ts';
 import { loadPolicy } from '../../src/safety/policy/policy.ts';
 import { SLD_PRESETS } from '../../src/safety/sld.ts';
 import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeTinyLora } from '../adapters/sidecar-fixtures.ts';
+import { refusalOf } from '../helpers/errors.ts';
 
 const policy = loadPolicy();
 const dir = mkdtempSync(join(tmpdir(), 'redline-graded-refusal-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const LEVELS: IntensityLevel[] = [0, 1, 2, 3];
 
-const refusalOf = (fn: () => unknown): RedlineError => {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof RedlineError) return err;
-    throw err;
-  }
-  throw new Error('expected a RedlineError, got none');
-};
 const use = (sidecar: unknown, te = 1, unet = 1) => ({ name: 'fx', path: join(dir, 'fx.safetensors'), te, unet, sidecar: sidecar as never });
 
 describe('planGradedGeneration refuses an untrustworthy sidecar whatever the level', () => {

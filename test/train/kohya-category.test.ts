@@ -9,13 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CATEGORY_METADATA_KEY, readSidecar } from '../../src/adapters/registry.ts';
-import { RedlineError } from '../../src/errors.ts';
 import { computeFileHashes } from '../../src/models/checkpoint/hash.ts';
 import { readSafetensors, SafetensorsFile } from '../../src/tensor/safetensors.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 import { loadTrainConfig, parseTrainConfig } from '../../src/train/data/config.ts';
 import { saveKohyaLora } from '../../src/train/run/kohya.ts';
 import { repoRoot } from '../helpers/golden.ts';
+import { refusalOf } from '../helpers/errors.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'redline-kohya-category-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -43,15 +43,6 @@ function tensorBytesSha256(path: string): string {
   return createHash('sha256').update(b.subarray(8 + Number(b.readBigUInt64LE(0)))).digest('hex');
 }
 
-const refusalOf = (fn: () => unknown): RedlineError => {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof RedlineError) return err;
-    throw err;
-  }
-  throw new Error('expected a RedlineError, got none');
-};
 
 describe('saveKohyaLora and the category', () => {
   it('writes redline.category when the run declares one, and the sshs_* hashes stay the ss_*-only ones kohya computes', async () => {
