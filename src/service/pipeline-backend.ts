@@ -198,6 +198,7 @@ export class PipelineBackend implements GenerationBackend {
     const started = Date.now();
     // SLD state is per batch: a fresh guidance object for each batch of the request.
     const images = [];
+    let padConds = false;
     for (let b = 0; b < request.nIter; b++) {
       const batchGuidance = plan.guidance();
       const out = await new Generator(model).generate({
@@ -255,6 +256,7 @@ export class PipelineBackend implements GenerationBackend {
           ...(img.padConds ? { padConds: true } : {}),
           ...(effective > 0 || requested > 0 ? { extra: [['Intensity', effective] as const] } : {}),
         });
+        padConds ||= img.padConds;
         images.push({ png: await encodePng(img.image), infotext, seed: img.seed });
       }
     }
@@ -267,6 +269,8 @@ export class PipelineBackend implements GenerationBackend {
         provider: model.provider,
         intensity: effective,
         sld: Boolean(sld),
+        // For the A1111 API's extra_generation_params, which holds it per request.
+        ...(padConds ? { padConds: true } : {}),
       },
     };
   }

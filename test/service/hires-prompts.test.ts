@@ -86,6 +86,20 @@ describe('A1111 hires fields on the procedural backend', () => {
     expect((await txt2img(h, { width: 128, height: 128, enable_hr: true, firstphase_width: 64 })).status).toBe(422);
   });
 
+  // A1111 1.x StableDiffusionProcessingTxt2Img.__post_init__ swaps firstphase_* into
+  // width/height before it looks at enable_hr, so without the hires fix the one pass runs
+  // at the firstphase size, and the info JSON reports that size.
+  it('firstphase_width/height without enable_hr: one pass at the firstphase size, as A1111 runs it', async () => {
+    const res = await txt2img(h, { width: 128, height: 128, enable_hr: false, firstphase_width: 64, firstphase_height: 96 });
+    expect(res.status).toBe(200);
+    expect(lastRequest().hires).toBeFalsy();
+    expect([lastRequest().width, lastRequest().height]).toEqual([64, 96]);
+    const info = JSON.parse(((await res.json()) as { info: string }).info) as { width: number; height: number };
+    expect([info.width, info.height]).toEqual([64, 96]);
+    // One side only is still a 422: A1111 would run with a side of 0.
+    expect(await detail(await txt2img(h, { width: 128, height: 128, firstphase_width: 64 }))).toMatch(/must both be set \(got 64x0\)/);
+  });
+
   it('override_settings.pad_cond_uncond: true reaches the backend; not a boolean, or pad_cond_uncond_v0 on, is a 422', async () => {
     expect((await txt2img(h, { override_settings: { pad_cond_uncond: true } })).status).toBe(200);
     expect(lastRequest().padCondUncond).toBe(true);
@@ -183,6 +197,14 @@ describe('hires prompts, sampler and pad_cond_uncond on the embedded model throu
     const text = info.infotexts[0]!;
     expect(text).toContain(`Denoising strength: 0.5, Hires sampler: Euler a, Hires prompt: "${long}", Hires negative prompt: fog, Hires upscale: 2, Hires steps: 1, Pad conds: True`);
     expect(parseInfotext(text).params).toMatchObject({ 'Hires prompt': long, 'Hires sampler': 'Euler a', 'Pad conds': 'True' });
-    expect(info.extra_generation_params).toMatchObject({ 'Hires sampler': 'Euler a', 'Hires prompt': long, 'Hires negative prompt': 'fog' });
+    expect(info.extra_generation_params).toMatchObject({ 'Hires sampler': 'Euler a', 'Hires prompt': long, 'Hires negative prompt': 'fog', 'Pad conds': true });
+  }, 120_000);
+
+  it('no padding (prompts of one chunk each), no Pad conds in the infotext or the info JSON', async () => {
+    const res = await txt2img(h, { prompt: 'a red circle', negative_prompt: 'blurry', seed: 5, sampler_name: 'Euler', override_settings: { pad_cond_uncond: true } });
+    expect(res.status).toBe(200);
+    const info = JSON.parse(((await res.json()) as { info: string }).info) as { infotexts: string[]; extra_generation_params: Record<string, unknown> };
+    expect(info.infotexts[0]).not.toContain('Pad conds');
+    expect(info.extra_generation_params).not.toHaveProperty('Pad conds');
   }, 120_000);
 });

@@ -187,15 +187,15 @@ const sameAsFirst = (v: string | null | undefined, marker: string): boolean => v
 function a1111Hires(b: A1111Body): { hires: HiresFields | null; firstPass: { width: number; height: number } | null } {
   const fw = b.firstphase_width ?? 0;
   const fh = b.firstphase_height ?? 0;
-  // A1111 makes firstphase_* the first pass's size whenever one is set (enable_hr or not).
+  // A1111 (StableDiffusionProcessingTxt2Img.__post_init__, 1.x) makes firstphase_* the
+  // first pass's size whenever one is set, enable_hr or not: without the hires fix the
+  // image is made at firstphase_width x firstphase_height and width/height go unused.
   const firstPass = fw || fh ? { width: fw, height: fh } : null;
   if (firstPass && (!fw || !fh)) {
+    // A1111 would then run with a side of 0 and fail; a 422 says why instead.
     throw new SubmissionError(422, 'bad_hires', `firstphase_width/firstphase_height must both be set (got ${fw}x${fh}); or leave both 0 and set width/height to the first pass.`);
   }
-  if (!b.enable_hr) {
-    if (firstPass) throw new SubmissionError(422, 'bad_hires', 'firstphase_width/firstphase_height apply to the hires fix; set enable_hr, or send the size as width/height.');
-    return { hires: null, firstPass: null };
-  }
+  if (!b.enable_hr) return { hires: null, firstPass };
   const hires: HiresFields = {
     scale: b.hr_scale ?? 2,
     resizeX: b.hr_resize_x ?? 0,
@@ -354,7 +354,13 @@ export function registerA1111Routes(app: FastifyInstance, ctx: Ctx): void {
         seed_resize_from_w: -1,
         seed_resize_from_h: -1,
         denoising_strength: request.hires ? request.hires.denoise : request.denoisingStrength,
-        extra_generation_params: { ...a1111HiresParams(request, model ? checkpointShortTitle(model) : undefined), 'Redline intensity': request.intensity },
+        extra_generation_params: {
+          ...a1111HiresParams(request, model ? checkpointShortTitle(model) : undefined),
+          // A1111's sampler sets p.extra_generation_params["Pad conds"] = True when
+          // pad_cond_uncond padded a denoiser call in any pass, as the infotext says.
+          ...(info.padConds === true ? { 'Pad conds': true } : {}),
+          'Redline intensity': request.intensity,
+        },
         index_of_first_image: 0,
         infotexts: images.map((im) => im.infotext),
         styles: [],
