@@ -20,6 +20,7 @@ import { SafeLatentGuidance, SLD_PRESETS } from '../../src/safety/sld.ts';
 import { create as createSampler, ImageRng, type Sampler } from '../../src/sampling/index.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 import type { EncodedPrompt } from '../../src/text/conditioning.ts';
+import { batchedUnetPredictions } from '../helpers/reference-unet.ts';
 
 const CFG = 7;
 const SEED = 4321;
@@ -38,34 +39,8 @@ afterAll(async () => {
 });
 
 const encode = (text: string): Promise<EncodedPrompt> => model.prompts.encode(text);
-
-/** UNet predictions for each conditioning, batched as the pipeline batches them (one call
- * per token length, in order, the batch's latents repeated for each), so that ONNX
- * Runtime's batched kernels give bit-identical outputs. */
-async function unet(x: Float32Array, B: number, h: number, w: number, t: number, contexts: EncodedPrompt[]): Promise<Float32Array[]> {
-  const width = model.prompts.width;
-  const out: Float32Array[] = [];
-  for (const tokens of [...new Set(contexts.map((c) => c.tokens))]) {
-    const members = contexts.map((c, i) => [c, i] as const).filter(([c]) => c.tokens === tokens);
-    const n = members.length * B;
-    const sample = new Float32Array(n * (x.length / B));
-    const context = new Float32Array(n * tokens * width);
-    members.forEach(([c], j) => {
-      sample.set(x, j * x.length);
-      for (let b = 0; b < B; b++) context.set(c.states, (j * B + b) * tokens * width);
-    });
-    const r = await model.unet.run({
-      sample: new Tensor('f32', [n, 4, h, w], sample),
-      timestep: new Tensor('f32', [n], new Float32Array(n).fill(t)),
-      encoder_hidden_states: new Tensor('f32', [n, tokens, width], context),
-    }, ['out_sample']);
-    const pred = r.out_sample!.toFloat32();
-    members.forEach(([, i], j) => {
-      out[i] = pred.subarray(j * x.length, (j + 1) * x.length);
-    });
-  }
-  return out;
-}
+const unet = (x: Float32Array, B: number, h: number, w: number, t: number, contexts: EncodedPrompt[]): Promise<Float32Array[]> =>
+  batchedUnetPredictions(model, x, B, h, w, t, contexts);
 
 const cfg = (scale: number) => ([u, c]: Float32Array[]): Float32Array => u!.map((uv, q) => uv + scale * (c![q]! - uv));
 

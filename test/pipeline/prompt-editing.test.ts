@@ -16,6 +16,7 @@ import { SafeLatentGuidance, SLD_PRESETS } from '../../src/safety/sld.ts';
 import { create as createSampler, ImageRng } from '../../src/sampling/index.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 import { type EncodedPrompt, promptChunks } from '../../src/text/conditioning.ts';
+import { batchedUnetPredictions } from '../helpers/reference-unet.ts';
 
 const SIZE = 128;
 const LATENT = SIZE / 8;
@@ -34,34 +35,8 @@ afterAll(async () => {
 });
 
 const encode = (text: string): Promise<EncodedPrompt> => model.prompts.encode(text);
-
-/** UNet noise predictions for each conditioning, in one call per token length (uncond
- * group first), the batch of `x` repeated for each: how A1111 batches cond and uncond. */
-async function unet(x: Float32Array, B: number, t: number, contexts: EncodedPrompt[]): Promise<Float32Array[]> {
-  const width = model.prompts.width;
-  const out: Float32Array[] = [];
-  const lengths = [...new Set(contexts.map((c) => c.tokens))];
-  for (const tokens of lengths) {
-    const members = contexts.map((c, i) => [c, i] as const).filter(([c]) => c.tokens === tokens);
-    const n = members.length * B;
-    const sample = new Float32Array(n * (x.length / B));
-    const context = new Float32Array(n * tokens * width);
-    members.forEach(([c], j) => {
-      sample.set(x, j * x.length);
-      for (let b = 0; b < B; b++) context.set(c.states, (j * B + b) * tokens * width);
-    });
-    const r = await model.unet.run({
-      sample: new Tensor('f32', [n, 4, LATENT, LATENT], sample),
-      timestep: new Tensor('f32', [n], new Float32Array(n).fill(t)),
-      encoder_hidden_states: new Tensor('f32', [n, tokens, width], context),
-    }, ['out_sample']);
-    const pred = r.out_sample!.toFloat32();
-    members.forEach(([, i], j) => {
-      out[i] = pred.subarray(j * x.length, (j + 1) * x.length);
-    });
-  }
-  return out;
-}
+const unet = (x: Float32Array, B: number, t: number, contexts: EncodedPrompt[]): Promise<Float32Array[]> =>
+  batchedUnetPredictions(model, x, B, LATENT, LATENT, t, contexts);
 
 interface ReferenceRun {
   sampler: string;
