@@ -179,6 +179,51 @@ describe('generation events', () => {
   });
 });
 
+describe('request ids in audit rows', () => {
+  it('rows written before requestId existed still verify beside new rows; editing a requestId breaks the chain at that row', () => {
+    // Rows 1-5 are the old shape (no requestId); 6-7 carry one.
+    const { path, log } = freshLog(5);
+    log.append({ kind: 'screen', caller: 'user6', role: 'creator', requestId: 'req-6', verdict: 'refuse' });
+    log.append({ kind: 'generate', caller: 'user7', role: 'creator', requestId: 'job-7', outputs: [{ sha256: 'a'.repeat(64) }] });
+    const rows = [...log.rows()];
+    expect(rows.slice(0, 5).every((r) => !('requestId' in r.event))).toBe(true);
+    expect(rows[5]!.event.requestId).toBe('req-6');
+    expect(log.verify()).toMatchObject({ ok: true, rows: 7, problems: [] });
+    log.close();
+
+    tamper(path, [`UPDATE audit SET event = replace(event, '"req-6"', '"req-X"') WHERE seq = 6`]);
+    const reopened = new AuditLog(path);
+    const v = reopened.verify();
+    expect(v.ok).toBe(false);
+    expect(v.problems).toEqual([expect.objectContaining({ seq: 6, problem: 'hash_mismatch' })]);
+    reopened.close();
+  });
+
+  it('adding a requestId to an old row breaks the chain too', () => {
+    const { path, log } = freshLog(3);
+    log.close();
+    tamper(path, [`UPDATE audit SET event = replace(event, '{"caller"', '{"requestId":"job-1","caller"') WHERE seq = 2`]);
+    const reopened = new AuditLog(path);
+    expect(reopened.verify().problems.map((p) => [p.seq, p.problem])).toEqual([[2, 'hash_mismatch']]);
+    reopened.close();
+  });
+
+  it('search by requestId finds new rows and old rows that kept the job id in details.jobId; output finds an image\'s row', () => {
+    const { log } = freshLog(2);
+    log.append({ kind: 'generate', caller: 'old', role: 'creator', details: { jobId: 'job-old' } });
+    log.append({ kind: 'screen', caller: 'new', role: 'creator', requestId: 'job-new', verdict: 'clamp' });
+    log.append({ kind: 'generate', caller: 'new', role: 'creator', requestId: 'job-new', outputs: [{ sha256: 'b'.repeat(64) }], details: { jobId: 'job-new' } });
+    log.append({ kind: 'screen', caller: 'other', role: 'creator', requestId: 'job-other', verdict: 'allow' });
+    expect(log.search({ requestId: 'job-old' }).rows.map((r) => r.seq)).toEqual([3]);
+    expect(log.search({ requestId: 'job-new' }).rows.map((r) => r.seq)).toEqual([5, 4]);
+    expect(log.search({ requestId: 'job-new', kind: 'screen' }).rows.map((r) => r.event.verdict)).toEqual(['clamp']);
+    expect(log.search({ requestId: 'nope' }).rows).toEqual([]);
+    expect(log.search({ output: 'B'.repeat(64) }).rows.map((r) => r.seq)).toEqual([5]);
+    expect(() => log.search({ output: 'not-a-hash' })).toThrow(/not a SHA-256 hex digest/);
+    log.close();
+  });
+});
+
 describe('redline audit', () => {
   const cli = join(repoRoot, 'bin', 'redline.js');
 

@@ -19,6 +19,14 @@ export interface AuditEvent {
   kind: 'screen' | 'generate' | 'block' | 'output_check' | 'admin' | (string & {});
   caller: string;
   role: string;
+  /**
+   * The request this row belongs to: the job id once the request became a job; for a request
+   * refused before that, the id the refusal response gave the caller (X-Request-Id header,
+   * `request_id` in the body). Screening, generation, block and consent rows of one request
+   * share it. Rows written before it was recorded have none (generation and block rows of
+   * that time keep the job id in `details.jobId`, which `AuditQuery.requestId` also matches).
+   */
+  requestId?: string;
   /** Prompts as given, or as salted hashes; see `AuditLog.prompts`. */
   prompts?: AuditPrompts;
   verdict?: 'allow' | 'clamp' | 'refuse';
@@ -141,6 +149,10 @@ export interface AuditQuery {
   until?: string;
   /** Case-insensitive substring of a reason (a block's reason or details.reason). */
   text?: string;
+  /** The job or request id (`requestId`, or `details.jobId` of rows older than that field). */
+  requestId?: string;
+  /** SHA-256 (hex) of a returned image, as in a generation row's `outputs`. */
+  output?: string;
   /** Page size, 1..5000 (default 100). */
   limit?: number;
   /** Return rows older than this seq (the previous page's `nextBefore`). */
@@ -332,6 +344,17 @@ export class AuditLog {
       where.push(`(EXISTS (SELECT 1 FROM json_each(event, '$.categories') c WHERE json_extract(c.value, '$.category') = ?)
         OR EXISTS (SELECT 1 FROM json_each(event, '$.blocks') b WHERE json_extract(b.value, '$.category') = ?))`);
       args.push(query.category, query.category);
+    }
+    if (query.requestId) {
+      where.push("(json_extract(event, '$.requestId') = ? OR json_extract(event, '$.details.jobId') = ?)");
+      args.push(query.requestId, query.requestId);
+    }
+    if (query.output) {
+      if (!/^[0-9a-f]{64}$/i.test(query.output)) {
+        throw new RedlineError('bad_audit_query', `audit search output '${query.output}' is not a SHA-256 hex digest.`, 'Give the 64 hex digits of the image file\'s SHA-256 (e.g. from `sha256sum`).');
+      }
+      where.push("EXISTS (SELECT 1 FROM json_each(event, '$.outputs') o WHERE json_extract(o.value, '$.sha256') = ?)");
+      args.push(query.output.toLowerCase());
     }
     if (query.text) {
       // LIKE with escaped wildcards: the operator's text is matched literally.

@@ -3,11 +3,12 @@ import type { ScreenRequest, ScreenResult } from '../screen/screener.ts';
 import type { AuditEvent, AuditLog } from './audit-log.ts';
 
 /** The audit event for one screening (kind 'screen'), ready for `log.append`. */
-export function screenEvent(log: AuditLog, caller: string, request: ScreenRequest, result: ScreenResult): AuditEvent {
+export function screenEvent(log: AuditLog, caller: string, request: ScreenRequest, result: ScreenResult, requestId?: string): AuditEvent {
   return {
     kind: 'screen',
     caller,
     role: result.role,
+    ...(requestId !== undefined ? { requestId } : {}),
     prompts: log.prompts(request.prompt, request.negativePrompt, request.loras),
     verdict: result.verdict,
     categories: result.categories.map((c) => ({
@@ -30,6 +31,8 @@ export function screenEvent(log: AuditLog, caller: string, request: ScreenReques
 
 export interface GenerationRecord {
   caller: string;
+  /** The job id (see AuditEvent.requestId). */
+  requestId?: string;
   request: ScreenRequest;
   screen: ScreenResult;
   model?: AuditEvent['model'];
@@ -43,7 +46,7 @@ export interface GenerationRecord {
 
 /** The audit event for one generation (kind 'generate', or 'block' when every image was blocked). */
 export function generationEvent(log: AuditLog, g: GenerationRecord): AuditEvent {
-  const base = screenEvent(log, g.caller, g.request, g.screen);
+  const base = screenEvent(log, g.caller, g.request, g.screen, g.requestId);
   const blocked = (g.blocks?.length ?? 0) > 0 && (g.outputs?.length ?? 0) === 0;
   return {
     ...base,
