@@ -73,8 +73,12 @@ export function sendError(
   code: string,
   message: string,
   headers: Record<string, string> = {},
+  /** The request's id in the audit log (a refusal's, or the job's): sent as X-Request-Id and `request_id`. */
+  requestId?: string,
 ): FastifyReply {
   reply.headers(headers);
+  if (requestId !== undefined) reply.header('X-Request-Id', requestId);
+  const ref = requestId !== undefined ? { request_id: requestId } : {};
   if (status === 401) {
     // A Basic challenge makes browsers open their own password dialog over the page; the
     // web studio marks its fetches (and EventSource asks for an event stream) so they get
@@ -83,9 +87,9 @@ export function sendError(
     reply.header('WWW-Authenticate', fromStudio ? 'Bearer realm="redline"' : 'Basic realm="redline", Bearer realm="redline"');
   }
   if (isA1111(req)) {
-    return reply.code(status).send({ error: a1111ErrorName(status), detail: message, body: '', errors: `${code}: ${message}` });
+    return reply.code(status).send({ error: a1111ErrorName(status), detail: message, body: '', errors: `${code}: ${message}`, ...ref });
   }
-  return reply.code(status).send({ error: { code, message } });
+  return reply.code(status).send({ error: { code, message, ...ref } });
 }
 
 function a1111ErrorName(status: number): string {

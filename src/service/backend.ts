@@ -253,6 +253,13 @@ export interface AuditEvent {
   caller: string;
   role: string;
   jobId?: string;
+  /**
+   * The submission's id: the job id once it is a job (the id a refused request's response
+   * gave the caller otherwise). Screening rows carry it, so they link to their job's rows.
+   */
+  requestId?: string;
+  /** Generation events: SHA-256 of each image returned, so an image leads back to its rows. */
+  outputs?: { sha256: string; width?: number; height?: number }[];
   prompt?: string;
   negativePrompt?: string;
   verdict?: string;

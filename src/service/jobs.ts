@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AuditSink } from './backend.ts';
 import type { ExecutionOutcome } from './execute.ts';
@@ -132,7 +133,10 @@ export class JobService implements JobSink {
         this.log.warn({ jobId }, 'result for a job that had already finished; ignored');
         return;
       }
-      void this.audit?.record({ kind: 'generation', caller: row.caller, role: row.role, jobId, detail: { images: outcome.images.length, info } });
+      // Each returned image's hash (as stored, marks included) leads from an image to this
+      // row, and its jobId to the request's screening rows.
+      const outputs = outcome.images.map((im) => ({ sha256: createHash('sha256').update(im.png).digest('hex') }));
+      void this.audit?.record({ kind: 'generation', caller: row.caller, role: row.role, jobId, ...(outputs.length ? { outputs } : {}), detail: { images: outcome.images.length, info } });
     }
     this.finish(jobId);
   }

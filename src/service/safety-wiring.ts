@@ -62,7 +62,7 @@ export function rolesFromPolicy(policy: Policy): Record<string, RoleCaps> {
 }
 
 /** What the admin audit route may ask beyond the seam's AuditSearch. */
-export type ServiceAuditSearch = AuditSearch & Pick<AuditQuery, 'verdict' | 'category' | 'until' | 'before'>;
+export type ServiceAuditSearch = AuditSearch & Pick<AuditQuery, 'verdict' | 'category' | 'until' | 'before' | 'requestId' | 'output'>;
 
 /** The hash-chained audit log as the service's AuditSink (append, and search for admins). */
 export function auditSink(log: AuditLog): AuditSink {
@@ -73,6 +73,7 @@ export function auditSink(log: AuditLog): AuditSink {
         kind,
         caller: e.caller,
         role: e.role,
+        ...(e.requestId ?? e.jobId ? { requestId: e.requestId ?? e.jobId } : {}),
         ...(e.prompt !== undefined ? { prompts: log.prompts(e.prompt, e.negativePrompt) } : {}),
         ...(e.verdict === 'allow' || e.verdict === 'clamp' || e.verdict === 'refuse' ? { verdict: e.verdict } : {}),
         // Evidence goes through the log's own filter: no matched text or term under 'hash'.
@@ -84,6 +85,7 @@ export function auditSink(log: AuditLog): AuditSink {
         } : {}),
         ...(e.requestedIntensity !== undefined ? { requestedIntensity: e.requestedIntensity } : {}),
         ...(e.effectiveIntensity !== undefined ? { effectiveIntensity: e.effectiveIntensity } : {}),
+        ...(e.outputs?.length ? { outputs: e.outputs } : {}),
         ...(e.kind === 'block' ? { blocks: (e.categories?.length ? e.categories.map((c) => c.category) : ['unspecified']).map((category) => ({ stage: String(e.detail?.stage ?? 'output'), category, reason: e.reason ?? '' })) } : {}),
         // The reason of a screening is kept so admins can search for it; blocks carry theirs.
         details: { ...(e.jobId ? { jobId: e.jobId } : {}), ...(e.kind !== 'block' && e.reason ? { reason: e.reason } : {}), ...(e.detail ?? {}) },
@@ -96,6 +98,7 @@ export function auditSink(log: AuditLog): AuditSink {
         ...(q.text ? { text: q.text } : {}), ...(q.since ? { since: q.since } : {}), ...(q.until ? { until: q.until } : {}),
         ...(q.verdict ? { verdict: q.verdict } : {}), ...(q.category ? { category: q.category } : {}),
         ...(q.before !== undefined ? { before: q.before } : {}),
+        ...(q.requestId ? { requestId: q.requestId } : {}), ...(q.output ? { output: q.output } : {}),
       });
       // Rows as stored: prompts are text or salted hashes, as the policy chose when written.
       return page.rows.map((r) => ({ ...r.event, seq: r.seq, ts: r.ts, kind: r.kind, hash: r.hash }));
@@ -150,6 +153,7 @@ export function serviceOutputChecker(checks: ImageSafetyChecks, opts: { policy?:
           kind: 'consent',
           caller: attestation?.caller ?? 'unknown',
           role: ctx.role,
+          requestId: ctx.jobId,
           effectiveIntensity: ctx.intensity,
           details: { jobId: ctx.jobId, stage: 'input', attestationRef: r.consentReference, photographicFace: r.photographicFace, scores: flatScores(r.scores) },
         });

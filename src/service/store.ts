@@ -298,8 +298,9 @@ export class ServiceStore {
 
   // ---- jobs ----
 
-  insertJob(job: { caller: string; role: string; mode: 'txt2img' | 'img2img'; request: unknown; screening: unknown }): JobRow {
-    const id = randomUUID();
+  /** `id`: the submission's request id, already in its audit rows (default: a fresh UUID). */
+  insertJob(job: { id?: string; caller: string; role: string; mode: 'txt2img' | 'img2img'; request: unknown; screening: unknown }): JobRow {
+    const id = job.id ?? randomUUID();
     this.db
       .prepare(`INSERT INTO jobs (id, caller, role, mode, state, request_json, screening_json, created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)`)
       .run(id, job.caller, job.role, job.mode, JSON.stringify(job.request), JSON.stringify(job.screening), Date.now());

@@ -1,4 +1,4 @@
-import { randomInt } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { readSidecar } from '../adapters/registry.ts';
@@ -47,6 +47,9 @@ export class SubmissionError extends Error {
     readonly code: string,
     message: string,
     readonly headers: Record<string, string> = {},
+    /** Set where the audit log has rows for the request (a screening refusal): the caller
+     * gets it back (X-Request-Id, `request_id`) to quote, operators search the log by it. */
+    readonly requestId?: string,
   ) {
     super(message);
   }
@@ -172,6 +175,9 @@ export interface Submitted {
  * and cap), then the queue.
  */
 export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw: SubmissionInput): Promise<Submitted> {
+  // One id from the first audit row on: the screening rows carry it, and the job (if the
+  // request becomes one) takes it as its id, so screening and generation rows share it.
+  const requestId = randomUUID();
   const role = ctx.roles.get(caller.role);
   const tags = extractLoraTags(raw.prompt);
   const input: SubmissionInput = {
@@ -227,7 +233,7 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
   // One row per screening, each with the texts its evidence offsets index.
   for (const { pass, prompt, negativePrompt, result: r } of runs) {
     void ctx.components.audit?.record({
-      kind: 'screening', caller: caller.id, role: role.name, prompt, negativePrompt,
+      kind: 'screening', caller: caller.id, role: role.name, requestId, prompt, negativePrompt,
       verdict: r.verdict, categories: r.categories, requestedIntensity: r.requestedIntensity,
       effectiveIntensity: Math.max(0, Math.min(r.effectiveIntensity, role.maxIntensity)), reason: r.reason,
       ...(consentRef !== null || pass !== 'first' ? { detail: { ...(consentRef !== null ? { consentAttestationRef: consentRef } : {}), ...(pass !== 'first' ? { screened: pass === 'hires' ? 'hires prompts' : 'prompts and hires prompts' } : {}) } } : {}),
@@ -239,7 +245,7 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
     for (const category of categories.length ? categories : ['unspecified']) {
       ctx.metrics.blocks.inc({ stage: 'prompt', category, reason: 'refused' });
     }
-    throw new SubmissionError(403, 'refused', verdict.reason, rate.headers);
+    throw new SubmissionError(403, 'refused', verdict.reason, rate.headers, requestId);
   }
 
   // The request's own wishes (URL, intensity, consent text) stay behind: the job carries
@@ -257,7 +263,7 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
     intensity: effective,
     consentAttestation: consentRef === null ? null : { ref: consentRef, caller: caller.id },
   };
-  const job = ctx.store.insertJob({ caller: caller.id, role: role.name, mode: input.mode, request, screening: verdict });
+  const job = ctx.store.insertJob({ id: requestId, caller: caller.id, role: role.name, mode: input.mode, request, screening: verdict });
   await ctx.jobs.submit(job);
   return { job, screening: verdict, rate };
 }

@@ -131,7 +131,9 @@ describe('service API on loopback', () => {
     const r = await postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: `a ${REFUSED_MARKER} scene`, ...small }, bearer(h.keys.creator));
     expect(r.status).toBe(403);
     const body = (await r.json()) as Record<string, string>;
-    expect(Object.keys(body).sort()).toEqual(['body', 'detail', 'error', 'errors']);
+    // A1111's HTTPException fields, and the request id operators find the refusal's audit rows by.
+    expect(Object.keys(body).sort()).toEqual(['body', 'detail', 'error', 'errors', 'request_id']);
+    expect(r.headers.get('x-request-id')).toBe(body.request_id);
     expect(body.detail).toBe('This request falls in a category this server does not generate.');
 
     const blocks = (await (await fetch(`${h.base}/api/v1/admin/blocks`, { headers: bearer(h.keys.admin) })).json()) as { blocks: { caller: string; stage: string; categories: string[] }[]; by_category: Record<string, number> };

@@ -1,14 +1,16 @@
-import { createWriteStream, existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { RedlineError } from '../../errors.ts';
-import { AuditLog, canonicalJson } from '../../safety/audit/audit-log.ts';
+import { AuditLog, canonicalJson, type AuditQuery, type AuditRow } from '../../safety/audit/audit-log.ts';
 
 export const summary = 'verify or export the hash-chained audit log';
 
 const HELP = `Usage:
   redline audit verify [--db FILE] [--expect-head SEQ:HASH]
-  redline audit export --out FILE.jsonl [--db FILE]
+  redline audit export --out FILE.jsonl [--db FILE] [FILTERS]
+  redline audit search [--db FILE] [FILTERS] [--limit N]
 
 verify   recomputes the hash chain; exits 1 and names every edited, deleted, reordered or
          truncated row. Prints the head (SEQ:HASH): keep it elsewhere and pass it back with
@@ -16,9 +18,17 @@ verify   recomputes the hash chain; exits 1 and names every edited, deleted, reo
 export   writes one JSON object per row (seq, ts, kind, event, prev_hash, hash). Screening
          events carry each category's evidence (field, start/end offsets, lexicon signal,
          matched term and text; no term or text when prompts are stored as hashes); see
-         docs/policy.md, "Audit log".
+         docs/policy.md, "Audit log". With filters, only the matching rows (oldest first).
+search   prints the matching rows, newest first, one JSON object per line (as export).
 
---db FILE  the audit database (default: $REDLINE_AUDIT_DB, else ./redline-audit.sqlite)`;
+Filters (all given must match):
+  --request ID    a job id, or the request_id a refused request's response gave
+                  (X-Request-Id): the request's screening, generation, block and consent rows
+  --image FILE    an image the service returned: the generation row holding its SHA-256
+  --caller ID --kind KIND --verdict allow|clamp|refuse --since ISO --until ISO
+
+--db FILE  the audit database (default: $REDLINE_AUDIT_DB, else ./redline-audit.sqlite)
+--limit N  search: at most N rows (default 100)`;
 
 function dbPath(given: string | undefined): string {
   const path = given ?? process.env.REDLINE_AUDIT_DB ?? 'redline-audit.sqlite';
@@ -26,6 +36,50 @@ function dbPath(given: string | undefined): string {
     throw new RedlineError('audit_missing', `Audit log ${path} does not exist.`, 'Pass --db FILE or set REDLINE_AUDIT_DB.');
   }
   return path;
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+/** The search filters given on the command line, or null when none is. */
+function filters(values: Values): AuditQuery | null {
+  const str = (name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
+  const q: AuditQuery = {};
+  if (str('request')) q.requestId = str('request')!;
+  if (str('image')) {
+    const file = str('image')!;
+    if (!existsSync(file)) throw new RedlineError('image_missing', `Image ${file} does not exist.`, 'Pass the image file as the service returned it (unchanged bytes).');
+    q.output = createHash('sha256').update(readFileSync(file)).digest('hex');
+  }
+  if (str('caller')) q.caller = str('caller')!;
+  if (str('kind')) q.kind = str('kind')!;
+  if (str('verdict')) {
+    const v = str('verdict')!;
+    if (v !== 'allow' && v !== 'clamp' && v !== 'refuse') throw new RedlineError('bad_args', `--verdict '${v}' is not allow, clamp or refuse.`);
+    q.verdict = v;
+  }
+  if (str('since')) q.since = str('since')!;
+  if (str('until')) q.until = str('until')!;
+  return Object.keys(q).length ? q : null;
+}
+
+/** Every row matching `query`, oldest first (search pages newest first). */
+function* matchingRows(log: AuditLog, query: AuditQuery): Generator<AuditRow> {
+  const pages: AuditRow[][] = [];
+  let before: number | undefined;
+  for (;;) {
+    const page = log.search({ ...query, limit: 5000, ...(before !== undefined ? { before } : {}) });
+    pages.push(page.rows);
+    if (page.nextBefore === null) break;
+    before = page.nextBefore;
+  }
+  for (let p = pages.length - 1; p >= 0; p--) {
+    const rows = pages[p]!;
+    for (let i = rows.length - 1; i >= 0; i--) yield rows[i]!;
+  }
+}
+
+function rowLine(row: AuditRow): string {
+  return canonicalJson({ seq: row.seq, ts: row.ts, kind: row.kind, event: row.event, prev_hash: row.prevHash, hash: row.hash });
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -36,6 +90,14 @@ export async function run(argv: string[]): Promise<number> {
       db: { type: 'string' },
       out: { type: 'string' },
       'expect-head': { type: 'string' },
+      request: { type: 'string' },
+      image: { type: 'string' },
+      caller: { type: 'string' },
+      kind: { type: 'string' },
+      verdict: { type: 'string' },
+      since: { type: 'string' },
+      until: { type: 'string' },
+      limit: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -67,13 +129,13 @@ export async function run(argv: string[]): Promise<number> {
     if (existsSync(values.out)) {
       throw new RedlineError('output_exists', `${values.out} already exists.`, 'Choose another --out file or remove it first.');
     }
+    const query = filters(values);
     const log = new AuditLog(dbPath(values.db));
     const out = createWriteStream(values.out, { flags: 'wx' });
     let n = 0;
     try {
-      for (const row of log.rows()) {
-        const line = canonicalJson({ seq: row.seq, ts: row.ts, kind: row.kind, event: row.event, prev_hash: row.prevHash, hash: row.hash });
-        if (!out.write(`${line}\n`)) await once(out, 'drain');
+      for (const row of query ? matchingRows(log, query) : log.rows()) {
+        if (!out.write(`${rowLine(row)}\n`)) await once(out, 'drain');
         n++;
       }
     } finally {
@@ -84,5 +146,17 @@ export async function run(argv: string[]): Promise<number> {
     console.error(`exported ${n} rows to ${values.out}`);
     return 0;
   }
-  throw new RedlineError('bad_args', sub ? `Unknown audit subcommand '${sub}'.` : 'Missing audit subcommand.', 'Use `redline audit verify` or `redline audit export --out FILE.jsonl`.');
+  if (sub === 'search') {
+    const limit = values.limit === undefined ? 100 : Number(values.limit);
+    const log = new AuditLog(dbPath(values.db));
+    try {
+      const page = log.search({ ...(filters(values) ?? {}), limit });
+      for (const row of page.rows) console.log(rowLine(row));
+      console.error(`${page.rows.length} rows${page.nextBefore !== null ? ` (more: raise --limit)` : ''}`);
+    } finally {
+      log.close();
+    }
+    return 0;
+  }
+  throw new RedlineError('bad_args', sub ? `Unknown audit subcommand '${sub}'.` : 'Missing audit subcommand.', 'Use `redline audit verify`, `redline audit search` or `redline audit export --out FILE.jsonl`.');
 }

@@ -279,7 +279,7 @@ const responseSchema = {
 
 const a1111Error = {
   type: 'object',
-  properties: { error: { type: 'string' }, detail: { type: 'string' }, body: { type: 'string' }, errors: { type: 'string' } },
+  properties: { error: { type: 'string' }, detail: { type: 'string' }, body: { type: 'string' }, errors: { type: 'string' }, request_id: { type: 'string' } },
 } as const;
 
 export function registerA1111Routes(app: FastifyInstance, ctx: Ctx): void {
@@ -300,24 +300,27 @@ export function registerA1111Routes(app: FastifyInstance, ctx: Ctx): void {
         return replySubmissionError(req, reply, err);
       }
       reply.headers(submitted.rate.headers);
+      // The job id is the request's id in the audit log (its screening and generation rows).
+      const requestId = submitted.job.id;
+      reply.header('X-Request-Id', requestId);
       // The client hanging up does not cancel: A1111 behaves the same, and /progress and
       // the native job API still show the job.
       let job;
       try {
         job = await ctx.jobs.waitFor(submitted.job.id);
       } catch (err) {
-        if (err instanceof ServerStoppingError) return sendError(req, reply, 503, 'server_stopping', `${err.message} (job ${submitted.job.id})`);
+        if (err instanceof ServerStoppingError) return sendError(req, reply, 503, 'server_stopping', `${err.message} (job ${submitted.job.id})`, {}, requestId);
         throw err;
       }
       const info = job.info_json ? (JSON.parse(job.info_json) as Record<string, unknown>) : {};
       if (job.state !== 'succeeded') {
         const refused = info.refused === true;
-        return sendError(req, reply, refused ? 403 : job.state === 'cancelled' ? 409 : 500, refused ? 'refused' : `job_${job.state}`, job.error ?? `job ${job.state}`);
+        return sendError(req, reply, refused ? 403 : job.state === 'cancelled' ? 409 : 500, refused ? 'refused' : `job_${job.state}`, job.error ?? `job ${job.state}`, {}, requestId);
       }
       const images = store.jobImages(job.id);
       const blocked = (info.blocked as { reason: string }[] | undefined) ?? [];
       if (images.length === 0 && blocked.length > 0) {
-        return sendError(req, reply, 403, 'output_blocked', blocked.map((b) => b.reason).join('; '));
+        return sendError(req, reply, 403, 'output_blocked', blocked.map((b) => b.reason).join('; '), {}, requestId);
       }
       const request = JSON.parse(job.request_json) as StoredRequest;
       const screening = JSON.parse(job.screening_json) as ScreeningResult;

@@ -236,6 +236,7 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: ServiceContext): 
   type AuditQuerystring = {
     caller?: string; kind?: string; q?: string; since?: string; until?: string;
     verdict?: 'allow' | 'clamp' | 'refuse'; category?: string; before?: number; limit: number;
+    request_id?: string; output?: string;
   };
   app.get<{ Querystring: AuditQuerystring }>('/api/v1/admin/audit', {
     config: admin,
@@ -253,6 +254,8 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: ServiceContext): 
           until: { type: 'string', format: 'date-time' },
           verdict: { type: 'string', enum: ['allow', 'clamp', 'refuse'] },
           category: { type: 'string', maxLength: 64 },
+          request_id: { type: 'string', maxLength: 64, description: 'a job id, or the request_id a refusal answered with: that request\'s screening, generation, block and consent rows' },
+          output: { type: 'string', pattern: '^[0-9a-fA-F]{64}$', description: 'SHA-256 of a returned image: its generation row' },
           before: { type: 'integer', minimum: 1, description: 'next_before of the previous page' },
           limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
         },
@@ -273,12 +276,13 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: ServiceContext): 
     if (!search) return sendError(req, reply, 501, 'audit_unavailable', 'no audit log with search is installed on this server');
     const q = req.query;
     // One row more than the page tells whether an older page exists.
-    const query: AuditSearch & Omit<AuditQuerystring, 'q' | 'limit'> = {
+    const query: AuditSearch & Omit<AuditQuerystring, 'q' | 'limit' | 'request_id'> & { requestId?: string } = {
       limit: q.limit + 1,
       ...(q.caller ? { caller: q.caller } : {}), ...(q.kind ? { kind: q.kind } : {}),
       ...(q.q ? { text: q.q } : {}), ...(q.since ? { since: q.since } : {}), ...(q.until ? { until: q.until } : {}),
       ...(q.verdict ? { verdict: q.verdict } : {}), ...(q.category ? { category: q.category } : {}),
       ...(q.before !== undefined ? { before: q.before } : {}),
+      ...(q.request_id ? { requestId: q.request_id } : {}), ...(q.output ? { output: q.output } : {}),
     };
     const found = await search.call(components.audit, query);
     const entries = found.slice(0, q.limit);

@@ -11,7 +11,7 @@ type Ctx = ServiceContext & { hub: ProgressHub };
 
 const errorSchema = {
   type: 'object',
-  properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } } } },
+  properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' }, request_id: { type: 'string' } } } },
 };
 
 export const jobRequestSchema = {
@@ -174,7 +174,7 @@ export function replySubmissionError(req: FastifyRequest, reply: FastifyReply, e
   try {
     rethrowAsSubmission(err);
   } catch (e) {
-    if (e instanceof SubmissionError) return sendError(req, reply, e.status, e.code, e.message, e.headers);
+    if (e instanceof SubmissionError) return sendError(req, reply, e.status, e.code, e.message, e.headers, e.requestId);
     throw e;
   }
 }
@@ -255,6 +255,7 @@ export function registerNativeRoutes(app: FastifyInstance, ctx: Ctx): void {
       const { job, rate } = await submitGeneration(ctx, req.caller!, nativeToInput(req.body));
       reply.headers(rate.headers);
       reply.header('Location', `/api/v1/jobs/${job.id}`);
+      reply.header('X-Request-Id', job.id);
       return reply.code(202).send(jobView(ctx, store.getJob(job.id)!));
     } catch (err) {
       return replySubmissionError(req, reply, err);
