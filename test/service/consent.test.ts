@@ -78,6 +78,8 @@ describe('consent workflow for img2img of a photographed face', () => {
     const screened = [...log.rows()].filter((r) => r.seq > before && r.kind === 'screen' && r.event.details?.consentAttestationRef === 'consent-0042');
     expect(screened).toHaveLength(1);
     expect(consent[0]!.event.caller).toBe(screened[0]!.event.caller);
+    // Both carry the job id as requestId: the consent pass links to its screening row by it.
+    expect([consent[0]!.event.requestId, screened[0]!.event.requestId]).toEqual([id, id]);
     expect(log.verify().ok).toBe(true);
   });
 
