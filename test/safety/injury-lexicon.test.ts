@@ -68,6 +68,8 @@ describe('graphic-injury vocabulary', () => {
       'he was gutted by the news', 'a mangled car after the crash', 'a decapitated statue in the ruins',
       'a mannequin head in a shop window', 'an amputated tree branch', 'gore-tex hiking jacket', 'al gore giving a speech',
       'a gorilla eating fruit', 'slaughterhouse five book cover', 'the butcher shop at dawn',
+      'she severed ties with the company', 'they severed diplomatic relations', 'he severed the rope',
+      'a flayed fish at the market',
     ]) expect(injury(p), p).toBe(0);
   });
 });
