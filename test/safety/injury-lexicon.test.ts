@@ -28,6 +28,7 @@ const GRAPHIC_FORMS: Record<string, string[]> = {
   gore: ['gore', 'gory', 'gorier', 'goriest', 'gore-soaked', 'covered in gore'],
   entrails: ['entrails', 'entrail', 'viscera', 'innards', 'spilled guts'],
   severed: ['severed', 'severed head', 'severed limbs', 'severed body parts'],
+  splatter: ['splatter', 'splattered', 'brains splattered', 'blood splattered'],
   pieces: ['hacked to pieces', 'torn to pieces', 'blown to bits', 'torn limbs'],
   other: ['headless corpse', 'protruding bone', 'gouged eyes', 'burned to death', 'slaughtering', 'butchering', 'immolated'],
 };
@@ -69,7 +70,7 @@ describe('graphic-injury vocabulary', () => {
       'a mannequin head in a shop window', 'an amputated tree branch', 'gore-tex hiking jacket', 'al gore giving a speech',
       'a gorilla eating fruit', 'slaughterhouse five book cover', 'the butcher shop at dawn',
       'she severed ties with the company', 'they severed diplomatic relations', 'he severed the rope',
-      'a flayed fish at the market',
+      'a flayed fish at the market', 'tomato sauce splattered on a kitchen wall', 'mud splatter on a jeep',
     ]) expect(injury(p), p).toBe(0);
   });
 });
