@@ -49,10 +49,13 @@ export function graphCacheKey(g: Graph, opts: OnnxExportOptions = {}, environmen
   return h.digest('hex').slice(0, 32);
 }
 
-/** The CPU as the cached layouts depend on it: ORT's NCHWc blocking and MLAS's packed
- * weights follow the instruction set (AVX-512 blocks by 16, AVX2 by 8), and VMs often
- * report only a family name ("AMD EPYC"), so the feature flags are part of the identity. */
-function cpuIdentity(): string {
+/** What cached entries depend on besides the graph: ORT's version and the CPU. ORT's NCHWc
+ * blocking and MLAS's packed weights follow the instruction set (AVX-512 blocks by 16, AVX2
+ * by 8), and VMs often report only a family name ("AMD EPYC"), so the feature flags are part
+ * of the identity. Read once per process: compileGraph runs for every graph. */
+let runtimeIdentity: string | undefined;
+function ortAndCpuIdentity(): string {
+  if (runtimeIdentity !== undefined) return runtimeIdentity;
   let flags = '';
   try {
     flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? '';
@@ -60,11 +63,9 @@ function cpuIdentity(): string {
     // not Linux: the model name is all there is
   }
   const isa = flags.split(/\s+/).filter((f) => /^(avx|fma|f16c|amx|sse4)/.test(f)).sort().join(',');
-  return `${cpus()[0]?.model ?? ''}|${arch()}|${isa}`;
-}
-
-function ortVersion(): string {
-  return (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
+  const ort = (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
+  runtimeIdentity = `${ort}|${cpus()[0]?.model ?? ''}|${arch()}|${isa}`;
+  return runtimeIdentity;
 }
 
 export function weightBytes(g: Graph): number {
@@ -91,7 +92,7 @@ export async function compileGraph(g: Graph, callerOpts: CompileOptions = {}): P
   const opts: CompileOptions = { ...graphDefaults.get(g) };
   for (const [k, v] of Object.entries(callerOpts)) if (v !== undefined) (opts as Record<string, unknown>)[k] = v;
   const provider = opts.provider ?? 'cpu';
-  const environment = [provider, ortVersion(), cpuIdentity(), opts.optimization ?? 'all', `prepack=${opts.prepack ?? DEFAULT_PREPACK}`].join('|');
+  const environment = [provider, ortAndCpuIdentity(), opts.optimization ?? 'all', `prepack=${opts.prepack ?? DEFAULT_PREPACK}`].join('|');
   const key = opts.cacheDir ? graphCacheKey(g, opts, environment) : undefined;
   // Cached whatever their size: a hit skips ORT's optimisation (for the VAE decoder, ~5 CPU s
   // of constant folding and NCHWc weight reordering at every load).
