@@ -214,8 +214,8 @@ export async function decodeTiled(decoder: Session, latent: Tensor, cfg: VAEConf
     let rowHeight = 0;
     row.forEach((tile, j) => {
       // in place, as diffusers: later blends read the already blended neighbours
-      if (i > 0) blendRows(rows[i - 1]![j]!, tile, blendExtent);
-      if (j > 0) blendColumns(row[j - 1]!, tile, blendExtent);
+      if (i > 0) blendEdge(rows[i - 1]![j]!, tile, blendExtent, true);
+      if (j > 0) blendEdge(row[j - 1]!, tile, blendExtent, false);
       const ch = Math.min(rowLimit, tile.h);
       const cw = Math.min(rowLimit, tile.w);
       for (let p = 0; p < tile.planes; p++) {
@@ -237,30 +237,23 @@ interface Tile {
   w: number;
 }
 
-/** b's first rows fade in from a's last ones (diffusers' blend_v, in float32). */
-function blendRows(a: Tile, b: Tile, extent: number): void {
-  const e = Math.min(a.h, b.h, extent);
-  for (let y = 0; y < e; y++) {
-    const wa = Math.fround(1 - y / e);
-    const wb = Math.fround(y / e);
+/**
+ * b's first rows (`down`: a is above b) or columns (a is left of b) fade in from a's last
+ * ones: diffusers' blend_v and blend_h, in float32.
+ */
+function blendEdge(a: Tile, b: Tile, extent: number, down: boolean): void {
+  const e = Math.min(down ? a.h : a.w, down ? b.h : b.w, extent);
+  const from = (down ? a.h : a.w) - e;
+  const across = down ? b.w : b.h;
+  // Element (plane p, i-th row or column across the seam, k-th along it) of a tile.
+  const at = (t: Tile, p: number, i: number, k: number): number => (down ? (p * t.h + i) * t.w + k : (p * t.h + k) * t.w + i);
+  for (let i = 0; i < e; i++) {
+    const wa = Math.fround(1 - i / e);
+    const wb = Math.fround(i / e);
     for (let p = 0; p < b.planes; p++) {
-      const ra = (p * a.h + a.h - e + y) * a.w;
-      const rb = (p * b.h + y) * b.w;
-      for (let x = 0; x < b.w; x++) b.data[rb + x] = Math.fround(Math.fround(a.data[ra + x]! * wa) + Math.fround(b.data[rb + x]! * wb));
-    }
-  }
-}
-
-/** b's first columns fade in from a's last ones (diffusers' blend_h, in float32). */
-function blendColumns(a: Tile, b: Tile, extent: number): void {
-  const e = Math.min(a.w, b.w, extent);
-  for (let x = 0; x < e; x++) {
-    const wa = Math.fround(1 - x / e);
-    const wb = Math.fround(x / e);
-    for (let p = 0; p < b.planes; p++) {
-      for (let y = 0; y < b.h; y++) {
-        const ib = (p * b.h + y) * b.w + x;
-        b.data[ib] = Math.fround(Math.fround(a.data[(p * a.h + y) * a.w + a.w - e + x]! * wa) + Math.fround(b.data[ib]! * wb));
+      for (let k = 0; k < across; k++) {
+        const ib = at(b, p, i, k);
+        b.data[ib] = Math.fround(Math.fround(a.data[at(a, p, from + i, k)]! * wa) + Math.fround(b.data[ib]! * wb));
       }
     }
   }
