@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseInfotext } from '../../src/pipeline/infotext.ts';
 import { AuditLog, type AuditRow } from '../../src/safety/audit/audit-log.ts';
-import { defaultPolicy, loadPolicy } from '../../src/safety/policy/policy.ts';
-import { PipelineBackend } from '../../src/service/pipeline-backend.ts';
+import { defaultPolicy } from '../../src/safety/policy/policy.ts';
+import { startEmbeddedHarness } from './support/embedded-harness.ts';
 import { bearer, postJson, startHarness, startPolicyHarness, tempDir, type Harness } from './support/harness.ts';
 
 const txt2img = (h: Harness, body: Record<string, unknown>) => postJson(`${h.base}/sdapi/v1/txt2img`, { prompt: 'a lighthouse at dusk', steps: 2, width: 64, height: 64, ...body }, bearer(h.keys.creator));
@@ -173,16 +173,10 @@ describe('hires prompts go through the policy screening', () => {
 
 describe('hires prompts, sampler and pad_cond_uncond on the embedded model through the A1111 API', () => {
   let h: Harness;
-  let backend: PipelineBackend;
-  const empty = tempDir('hires-prompts-empty');
   beforeAll(async () => {
-    backend = await PipelineBackend.open({ policy: loadPolicy(), modelsDir: `${empty}/models`, lorasDir: `${empty}/loras` });
-    h = await startHarness({ components: { backend } });
+    h = await startEmbeddedHarness('hires-prompts-empty');
   }, 120_000);
-  afterAll(async () => {
-    await h?.close();
-    await backend?.close();
-  });
+  afterAll(async () => h?.close());
 
   it('the infotext carries Hires sampler, Hires prompt and Hires negative prompt before Hires upscale, and Pad conds', async () => {
     // Over 75 tokens: two chunks against the negative prompt's one, so padding happens.

@@ -3,9 +3,8 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseInfotext } from '../../src/pipeline/infotext.ts';
-import { loadPolicy } from '../../src/safety/policy/policy.ts';
-import { PipelineBackend } from '../../src/service/pipeline-backend.ts';
-import { bearer, postJson, startHarness, tempDir, type Harness } from './support/harness.ts';
+import { startEmbeddedHarness } from './support/embedded-harness.ts';
+import { bearer, postJson, startHarness, type Harness } from './support/harness.ts';
 
 const UPSCALERS = ['Latent', 'Latent (antialiased)', 'Latent (bicubic)', 'Latent (bicubic antialiased)', 'Latent (nearest)', 'Latent (nearest-exact)', 'None', 'Lanczos', 'Nearest'];
 
@@ -72,16 +71,10 @@ describe('hires fix requests that are refused', () => {
 
 describe('hires fix on the embedded model through the A1111 API', () => {
   let h: Harness;
-  let backend: PipelineBackend;
-  const empty = tempDir('hires-empty');
   beforeAll(async () => {
-    backend = await PipelineBackend.open({ policy: loadPolicy(), modelsDir: `${empty}/models`, lorasDir: `${empty}/loras` });
-    h = await startHarness({ components: { backend } });
+    h = await startEmbeddedHarness('hires-empty');
   }, 120_000);
-  afterAll(async () => {
-    await h?.close();
-    await backend?.close();
-  });
+  afterAll(async () => h?.close());
 
   it('enable_hr: a 64 px first pass, a 128 px image, A1111\'s hires fields in the infotext', async () => {
     const res = await postJson(`${h.base}/sdapi/v1/txt2img`, {
