@@ -8,18 +8,19 @@
 // schedule of int(steps / denoise) steps of which the last `steps` run, and the prompt
 // timeline of A1111's hires_steps rules.
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { embeddedAdaptersPath, embeddedModelPath } from '../../src/pipeline/embedded.ts';
+import { describe, expect, it, vi } from 'vitest';
+import { embeddedAdaptersPath } from '../../src/pipeline/embedded.ts';
 import { Generator, type GeneratedImage, type GenerationHooks, type GenerationRequest, type GuidanceHook } from '../../src/pipeline/generate.ts';
 import { type RgbImage, rgbToVaeInput, unitToRgb, vaeOutputToUnit } from '../../src/pipeline/image.ts';
 import { interpolate } from '../../src/pipeline/interpolate.ts';
-import { StableDiffusionModel } from '../../src/pipeline/model.ts';
+import type { StableDiffusionModel } from '../../src/pipeline/model.ts';
 import { planGradedGeneration } from '../../src/safety/graded.ts';
 import { loadPolicy } from '../../src/safety/policy/policy.ts';
 import { SafeLatentGuidance, SLD_PRESETS } from '../../src/safety/sld.ts';
 import { create as createSampler, ImageRng, type Sampler } from '../../src/sampling/index.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 import type { EncodedPrompt } from '../../src/text/conditioning.ts';
+import { useEmbeddedModel } from '../helpers/embedded-model.ts';
 import { batchedUnetPredictions } from '../helpers/reference-unet.ts';
 
 const CFG = 7;
@@ -27,16 +28,8 @@ const SEED = 4321;
 const A = 'a red circle on a white background';
 const B_TEXT = 'a blue square on a black background';
 
-const modelPath = embeddedModelPath();
-if (!modelPath) throw new Error('models/redline-tiny is missing: these tests need the embedded model');
-
 let model: StableDiffusionModel;
-beforeAll(async () => {
-  model = await StableDiffusionModel.load(modelPath);
-}, 120_000);
-afterAll(async () => {
-  await model?.release();
-});
+useEmbeddedModel((m) => (model = m));
 
 const encode = (text: string): Promise<EncodedPrompt> => model.prompts.encode(text);
 const unet = (x: Float32Array, B: number, h: number, w: number, t: number, contexts: EncodedPrompt[]): Promise<Float32Array[]> =>

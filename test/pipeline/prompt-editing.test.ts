@@ -6,16 +6,16 @@
 // (modules/prompt_parser.py: a schedule entry [end, text] is used while the denoiser's
 // call counter, from 0, is <= end; modules/sd_samplers_cfg_denoiser.py combine_denoised:
 // uncond + sum_k w_k * cfg * (cond_k - uncond)).
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { RedlineError } from '../../src/errors.ts';
 import { Generator, type GeneratedImage, type GenerationHooks, type GenerationRequest } from '../../src/pipeline/generate.ts';
-import { embeddedModelPath } from '../../src/pipeline/embedded.ts';
 import { type RgbImage, rgbToVaeInput, unitToRgb, vaeOutputToUnit } from '../../src/pipeline/image.ts';
-import { StableDiffusionModel } from '../../src/pipeline/model.ts';
+import type { StableDiffusionModel } from '../../src/pipeline/model.ts';
 import { SafeLatentGuidance, SLD_PRESETS } from '../../src/safety/sld.ts';
 import { create as createSampler, ImageRng } from '../../src/sampling/index.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 import { type EncodedPrompt, promptChunks } from '../../src/text/conditioning.ts';
+import { useEmbeddedModel } from '../helpers/embedded-model.ts';
 import { batchedUnetPredictions } from '../helpers/reference-unet.ts';
 
 const SIZE = 128;
@@ -23,16 +23,8 @@ const LATENT = SIZE / 8;
 const CFG = 7;
 const SEED = 1234;
 
-const modelPath = embeddedModelPath();
-if (!modelPath) throw new Error('models/redline-tiny is missing: these tests need the embedded model');
-
 let model: StableDiffusionModel;
-beforeAll(async () => {
-  model = await StableDiffusionModel.load(modelPath);
-}, 120_000);
-afterAll(async () => {
-  await model?.release();
-});
+useEmbeddedModel((m) => (model = m));
 
 const encode = (text: string): Promise<EncodedPrompt> => model.prompts.encode(text);
 const unet = (x: Float32Array, B: number, t: number, contexts: EncodedPrompt[]): Promise<Float32Array[]> =>

@@ -2,13 +2,13 @@
 // warm-up (the default policy's level 1 uses MEDIUM: 10 steps) covered a whole second pass of
 // up to 10 steps and SLD never acted on the final image. The graded plan's hook steers the
 // hires pass from its first step, with momentum started afresh.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { embeddedModelPath } from '../../src/pipeline/embedded.ts';
+import { describe, expect, it } from 'vitest';
 import { Generator, type GuidanceHook } from '../../src/pipeline/generate.ts';
-import { StableDiffusionModel } from '../../src/pipeline/model.ts';
+import type { StableDiffusionModel } from '../../src/pipeline/model.ts';
 import { hiresSldParams, planGradedGeneration } from '../../src/safety/graded.ts';
 import { loadPolicy } from '../../src/safety/policy/policy.ts';
 import { SLD_PRESETS } from '../../src/safety/sld.ts';
+import { useEmbeddedModel } from '../helpers/embedded-model.ts';
 
 const policy = loadPolicy();
 const CFG = 7;
@@ -72,15 +72,8 @@ describe('the graded plan\'s SLD hook, worked by hand', () => {
 });
 
 describe('through the pipeline (embedded model, hires fix)', () => {
-  const modelPath = embeddedModelPath();
-  if (!modelPath) throw new Error('models/redline-tiny is missing: this test needs the embedded model');
   let model: StableDiffusionModel;
-  beforeAll(async () => {
-    model = await StableDiffusionModel.load(modelPath);
-  }, 120_000);
-  afterAll(async () => {
-    await model?.release();
-  });
+  useEmbeddedModel((m) => (model = m));
 
   it('the hook leaves the first pass as plain CFG during warm-up and steers every hires step', async () => {
     const inner = clampedPlan().guidance()!;
