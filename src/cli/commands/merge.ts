@@ -67,8 +67,6 @@ export async function run(argv: string[]): Promise<number> {
     throw new RedlineError('bad_option', `--dtype ${values.dtype} is not known.`, 'Use keep, f16, bf16 or f32.');
   }
   const loras = values.lora.map(parseLoraSpec);
-  // Checked before the ONNX export too, which does not go through mergeToFile.
-  for (const l of loras) assertMergeable(l.path);
   if (values.onnx) await writeOnnx(values.model, values.onnx, loras, values);
   if (!values.out) return 0;
   const tty = process.stderr.isTTY;
@@ -98,6 +96,8 @@ export async function run(argv: string[]): Promise<number> {
 
 /** The fused model as an ONNX folder (src/models/export.ts). */
 async function writeOnnx(model: string, dir: string, loras: Array<{ path: string; unet: number; te: number }>, o: { config?: string; tokenizer?: string; force?: boolean }): Promise<void> {
+  // As mergeToFile does for its output: a refused adapter leaves nothing behind.
+  for (const l of loras) assertMergeable(l.path);
   const ckpt = openCheckpoint(model, o.config ? { configs: o.config } : {});
   try {
     const index = buildModuleIndex(ckpt);
