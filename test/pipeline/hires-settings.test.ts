@@ -2,24 +2,14 @@
 // (modules/processing.py StableDiffusionProcessingTxt2Img.calculate_target_resolution and
 // init(), sd_samplers_common.setup_img2img_steps, create_infotext).
 import { describe, expect, it } from 'vitest';
-import { RedlineError } from '../../src/errors.ts';
 import { resolveRequest } from '../../src/pipeline/generate.ts';
 import { HIRES_UPSCALERS, hiresInfotext, hiresStrength, resolveHires } from '../../src/pipeline/hires.ts';
 import { generationInfotext, parseInfotext } from '../../src/pipeline/infotext.ts';
 import { create as createSampler } from '../../src/sampling/index.ts';
 import { promptSchedule } from '../../src/text/prompt-schedule.ts';
+import { refusalOf } from '../helpers/errors.ts';
 
 const first = (width: number, height: number, steps = 20) => ({ width, height, steps });
-
-function refusal(fn: () => unknown): RedlineError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof RedlineError) return e;
-    throw e;
-  }
-  throw new Error('expected a RedlineError');
-}
 
 describe('hires target size', () => {
   it('hr_scale: int(side * scale)', () => {
@@ -46,18 +36,18 @@ describe('hires target size', () => {
 
   it('a target that is not a multiple of 8 is refused, naming the size', () => {
     // int(512 * 1.3) = 665
-    const e = refusal(() => resolveHires({ scale: 1.3 }, first(512, 512), 2048));
+    const e = refusalOf(() => resolveHires({ scale: 1.3 }, first(512, 512), 2048));
     expect(e.code).toBe('bad_hires_size');
     expect(e.message).toContain('665x665');
-    expect(refusal(() => resolveHires({ resizeX: 1000, resizeY: 1000 }, first(512, 768), 2048)).message).toContain('1000x1500');
+    expect(refusalOf(() => resolveHires({ resizeX: 1000, resizeY: 1000 }, first(512, 768), 2048)).message).toContain('1000x1500');
   });
 
   it('a target over the size limit is refused', () => {
-    expect(refusal(() => resolveHires({ scale: 4 }, first(768, 768), 2048)).message).toContain('3072x3072');
+    expect(refusalOf(() => resolveHires({ scale: 4 }, first(768, 768), 2048)).message).toContain('3072x3072');
   });
 
   it('unknown upscalers are refused with the list of valid ones', () => {
-    const e = refusal(() => resolveHires({ upscaler: 'R-ESRGAN 4x+' }, first(512, 512), 2048));
+    const e = refusalOf(() => resolveHires({ upscaler: 'R-ESRGAN 4x+' }, first(512, 512), 2048));
     expect(e.code).toBe('unknown_upscaler');
     for (const name of ['Latent', 'Latent (antialiased)', 'Latent (bicubic)', 'Latent (bicubic antialiased)', 'Latent (nearest)', 'Latent (nearest-exact)', 'None', 'Lanczos', 'Nearest']) {
       expect(HIRES_UPSCALERS).toContain(name);
@@ -66,13 +56,13 @@ describe('hires target size', () => {
   });
 
   it('denoising strength outside (0, 1] is refused', () => {
-    expect(refusal(() => resolveHires({ denoise: 0 }, first(512, 512), 2048)).code).toBe('bad_hires');
-    expect(refusal(() => resolveHires({ denoise: 1.2 }, first(512, 512), 2048)).code).toBe('bad_hires');
+    expect(refusalOf(() => resolveHires({ denoise: 0 }, first(512, 512), 2048)).code).toBe('bad_hires');
+    expect(refusalOf(() => resolveHires({ denoise: 1.2 }, first(512, 512), 2048)).code).toBe('bad_hires');
   });
 
   it('the hires fix is txt2img only', () => {
     const initImage = { width: 64, height: 64, data: new Uint8Array(64 * 64 * 3) };
-    expect(refusal(() => resolveRequest({ prompt: 'x', width: 64, height: 64, initImage, hires: {} })).message).toContain('txt2img');
+    expect(refusalOf(() => resolveRequest({ prompt: 'x', width: 64, height: 64, initImage, hires: {} })).message).toContain('txt2img');
   });
 });
 
@@ -213,7 +203,7 @@ describe('hires prompts and sampler (A1111 hr_prompt, hr_negative_prompt, hr_sam
   });
 
   it('an unknown hires sampler is refused, naming the valid ones', () => {
-    const e = refusal(() => resolveHires({ sampler: 'DPM++ 3M SDE' }, first(512, 512), 2048));
+    const e = refusalOf(() => resolveHires({ sampler: 'DPM++ 3M SDE' }, first(512, 512), 2048));
     expect(e.code).toBe('unknown_sampler');
     expect(e.message).toContain('Hires sampler');
     expect(e.hint).toContain('DPM++ 2M Karras');
@@ -240,7 +230,7 @@ describe('hires prompts and sampler (A1111 hr_prompt, hr_negative_prompt, hr_sam
     expect(ok.hiresPrompts).toEqual({ prompt: 'sharp  cat', negativePrompt: 'haze' });
     expect(resolveRequest({ ...req, hires: {} }).hiresPrompts).toEqual({ prompt: 'a cat ', negativePrompt: 'fog' });
     for (const hrPrompt of ['sharp cat', 'sharp <lora:ink:1>', 'sharp <lora:ink:0.5> <lora:other:1>']) {
-      const e = refusal(() => resolveRequest({ ...req, hires: { prompt: hrPrompt } }));
+      const e = refusalOf(() => resolveRequest({ ...req, hires: { prompt: hrPrompt } }));
       expect(e.code).toBe('hires_lora_mismatch');
       expect(e.hint).toContain('same <lora:...> tags');
     }
