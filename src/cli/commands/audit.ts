@@ -38,27 +38,23 @@ function dbPath(given: string | undefined): string {
   return path;
 }
 
-type Values = Record<string, string | boolean | undefined>;
-
-/** The search filters given on the command line, or null when none is. */
-function filters(values: Values): AuditQuery | null {
-  const str = (name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
+/** The search filters given on the command line (an empty value counts as not given), or null when none is. */
+function filters(o: { request?: string; image?: string; caller?: string; kind?: string; verdict?: string; since?: string; until?: string }): AuditQuery | null {
   const q: AuditQuery = {};
-  if (str('request')) q.requestId = str('request')!;
-  if (str('image')) {
-    const file = str('image')!;
-    if (!existsSync(file)) throw new RedlineError('image_missing', `Image ${file} does not exist.`, 'Pass the image file as the service returned it (unchanged bytes).');
-    q.output = createHash('sha256').update(readFileSync(file)).digest('hex');
+  if (o.request) q.requestId = o.request;
+  if (o.image) {
+    if (!existsSync(o.image)) throw new RedlineError('image_missing', `Image ${o.image} does not exist.`, 'Pass the image file as the service returned it (unchanged bytes).');
+    q.output = createHash('sha256').update(readFileSync(o.image)).digest('hex');
   }
-  if (str('caller')) q.caller = str('caller')!;
-  if (str('kind')) q.kind = str('kind')!;
-  if (str('verdict')) {
-    const v = str('verdict')!;
+  if (o.caller) q.caller = o.caller;
+  if (o.kind) q.kind = o.kind;
+  if (o.verdict) {
+    const v = o.verdict;
     if (v !== 'allow' && v !== 'clamp' && v !== 'refuse') throw new RedlineError('bad_args', `--verdict '${v}' is not allow, clamp or refuse.`);
     q.verdict = v;
   }
-  if (str('since')) q.since = str('since')!;
-  if (str('until')) q.until = str('until')!;
+  if (o.since) q.since = o.since;
+  if (o.until) q.until = o.until;
   return Object.keys(q).length ? q : null;
 }
 
