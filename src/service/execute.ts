@@ -41,6 +41,14 @@ export interface ExecutionOutcome {
   stepTimesMs: number[];
 }
 
+/**
+ * The Redline sampler name for an A1111 sampler and scheduler: Karras folds into the name
+ * ("DPM++ 2M" + Karras -> "DPM++ 2M Karras"); a name that already says Karras stays.
+ */
+export function samplerWithScheduler(sampler: string, scheduler: string): string {
+  return scheduler === 'Karras' && !/Karras$/.test(sampler) ? `${sampler} Karras` : sampler;
+}
+
 export function toGenerationRequest(stored: StoredRequest, screening: ScreeningResult): GenerationRequest {
   return {
     ...stored,

@@ -10,6 +10,7 @@ import { RedlineError } from '../errors.ts';
 import { fileHashes, modelShortHash } from '../models/checkpoint/hash.ts';
 import { listModels as listModelFolder } from '../models/checkpoint/registry.ts';
 import { Generator, MAX_SIDE } from '../pipeline/generate.ts';
+import { samplerWithScheduler } from './execute.ts';
 import { checkpointShortTitle } from './hires-prompts.ts';
 import { hiresInfotext, resolveHires } from '../pipeline/hires.ts';
 import { decodeImage, encodePng } from '../pipeline/image.ts';
@@ -187,7 +188,7 @@ export class PipelineBackend implements GenerationBackend {
       if (!request.initImages[0]) throw new RedlineError('bad_request', 'img2img needs an init image.');
       initImage = await decodeImage(request.initImages[0], { width: request.width, height: request.height });
     }
-    const sampler = resolveSamplerName(request.scheduler === 'Karras' && !/Karras$/.test(request.sampler) ? `${request.sampler} Karras` : request.sampler);
+    const sampler = resolveSamplerName(samplerWithScheduler(request.sampler, request.scheduler));
     const steps = request.mode === 'img2img' ? Math.max(1, Math.trunc(request.steps * (request.denoisingStrength ?? 0.75))) : request.steps;
     // A hires fix: both passes count towards the progress; its fields go to the infotext.
     const hires = request.hires && request.mode === 'txt2img'

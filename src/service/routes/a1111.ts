@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { sendError } from '../auth.ts';
 import type { HiresFields, ScreeningResult } from '../backend.ts';
-import type { StoredRequest } from '../execute.ts';
+import { samplerWithScheduler, type StoredRequest } from '../execute.ts';
 import type { ProgressHub } from '../progress.ts';
 import type { ServiceContext, SubmissionInput } from '../submit.ts';
 import { rethrowAsSubmission, SubmissionError, submitGeneration } from '../submit.ts';
@@ -238,13 +238,13 @@ function a1111HiresSampler(b: A1111Body): string | null {
   }
   const name = sameSampler ? (b.sampler_name || b.sampler_index || 'Euler') : b.hr_sampler_name!;
   const scheduler = sameScheduler ? (b.scheduler || 'Automatic') : b.hr_scheduler!;
-  return scheduler === 'Karras' && !/Karras$/.test(name) ? `${name} Karras` : name;
+  return samplerWithScheduler(name, scheduler);
 }
 
 /** The hires entries A1111 puts in extra_generation_params, as its init() names them (the infotext's, src/pipeline/hires.ts). */
 function a1111HiresParams(request: StoredRequest, checkpointTitle: string | undefined): Record<string, unknown> {
   if (!request.hires) return {};
-  const sampler = request.scheduler === 'Karras' && !/Karras$/.test(request.sampler) ? `${request.sampler} Karras` : request.sampler;
+  const sampler = samplerWithScheduler(request.sampler, request.scheduler);
   const resolved = resolveHires(request.hires, { width: request.width, height: request.height, steps: request.steps }, MAX_SIDE);
   const { hires: hr, denoisingStrength } = hiresInfotext(resolved, { prompt: request.prompt, negativePrompt: request.negativePrompt, sampler });
   const entries: [string, unknown][] = [
