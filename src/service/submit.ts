@@ -163,6 +163,9 @@ function assertAdapterAccepted(info: AdapterInfo): void {
   }
 }
 
+/** A screening row's `detail.screened` for the hires runs (the first pass's row has none). */
+const SCREENED_TEXTS = { hires: 'hires prompts', both: 'prompts and hires prompts' } as const;
+
 export interface Submitted {
   job: JobRow;
   screening: ScreeningResult;
@@ -232,11 +235,15 @@ export async function submitGeneration(ctx: ServiceContext, caller: Caller, raw:
   ctx.metrics.intensity.inc({ requested: String(screening.requestedIntensity), effective: String(effective), verdict: verdict.verdict });
   // One row per screening, each with the texts its evidence offsets index.
   for (const { pass, prompt, negativePrompt, result: r } of runs) {
+    const detail = {
+      ...(consentRef !== null ? { consentAttestationRef: consentRef } : {}),
+      ...(pass !== 'first' ? { screened: SCREENED_TEXTS[pass] } : {}),
+    };
     void ctx.components.audit?.record({
       kind: 'screening', caller: caller.id, role: role.name, requestId, prompt, negativePrompt,
       verdict: r.verdict, categories: r.categories, requestedIntensity: r.requestedIntensity,
       effectiveIntensity: Math.max(0, Math.min(r.effectiveIntensity, role.maxIntensity)), reason: r.reason,
-      ...(consentRef !== null || pass !== 'first' ? { detail: { ...(consentRef !== null ? { consentAttestationRef: consentRef } : {}), ...(pass !== 'first' ? { screened: pass === 'hires' ? 'hires prompts' : 'prompts and hires prompts' } : {}) } } : {}),
+      ...(Object.keys(detail).length ? { detail } : {}),
     });
   }
   if (verdict.verdict === 'refuse') {
