@@ -99,6 +99,18 @@ export function appendEmptyChunks(e: EncodedPrompt, repeats: number, empty: Enco
   return { states, tokens: e.tokens + repeats * empty.tokens };
 }
 
+/** `make` cached by (conditioning, count): the steps that share a conditioning share its lengthened copy. */
+function memoised(make: (e: EncodedPrompt, n: number) => EncodedPrompt): (e: EncodedPrompt, n: number) => EncodedPrompt {
+  const cache = new Map<EncodedPrompt, Map<number, EncodedPrompt>>();
+  return (e, n) => {
+    let byCount = cache.get(e);
+    if (!byCount) cache.set(e, (byCount = new Map()));
+    let made = byCount.get(n);
+    if (!made) byCount.set(n, (made = make(e, n)));
+    return made;
+  };
+}
+
 /**
  * The conditionings for every denoiser call 0..calls-1, computed once per generation.
  * With `padWith` (A1111's pad_cond_uncond, the empty prompt's encoding) the shorter of the
@@ -107,22 +119,8 @@ export function appendEmptyChunks(e: EncodedPrompt, repeats: number, empty: Enco
  * batch; the extra tokens change what cross-attention sees, hence the image.
  */
 export function stepConditionings(c: PromptConditioning, calls: number, width: number, padWith: EncodedPrompt | null = null): StepConditioning[] {
-  const padded = new Map<EncodedPrompt, Map<number, EncodedPrompt>>();
-  const pad = (e: EncodedPrompt, tokens: number): EncodedPrompt => {
-    let m = padded.get(e);
-    if (!m) padded.set(e, (m = new Map()));
-    let p = m.get(tokens);
-    if (!p) m.set(tokens, (p = padToTokens(e, tokens, width)));
-    return p;
-  };
-  const appended = new Map<EncodedPrompt, Map<number, EncodedPrompt>>();
-  const append = (e: EncodedPrompt, repeats: number): EncodedPrompt => {
-    let m = appended.get(e);
-    if (!m) appended.set(e, (m = new Map()));
-    let p = m.get(repeats);
-    if (!p) m.set(repeats, (p = appendEmptyChunks(e, repeats, padWith!)));
-    return p;
-  };
+  const pad = memoised((e, tokens) => padToTokens(e, tokens, width));
+  const append = memoised((e, repeats) => appendEmptyChunks(e, repeats, padWith!));
   return Array.from({ length: calls }, (_, step) => {
     const chosen = c.parts.map((p) => entryAt(p.schedule, step));
     const distinct = [...new Set(chosen)];
