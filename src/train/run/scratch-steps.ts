@@ -11,7 +11,7 @@ import { buildUnet } from '../../models/unet.ts';
 import { buildVaeDecoder, buildVaeEncoder } from '../../models/vae.ts';
 import type { WeightSource } from '../../models/weights.ts';
 import { copyGraph } from '../step/compose.ts';
-import type { StepGraph } from '../step/graphs.ts';
+import { type StepGraph, weightedMse } from '../step/graphs.ts';
 
 function trainable(g: Graph, params: Value[]) {
   return (name: string, source: { shape: readonly number[] }): Value => {
@@ -78,15 +78,8 @@ export function buildTextUnetStep(configs: SD15Configs, weights: { unet: WeightS
   });
   const pred = unet.outputs.out_sample!;
   const target = g.input('target', 'f32', pred.shape);
-  let loss: Value;
-  if (opts.lossWeights) {
-    // per-sample weights (min-SNR): mean over the batch of w_b * mean(d_b²)
-    const weightsIn = g.input('loss_weights', 'f32', ['batch']);
-    const d = op.sub(pred, target);
-    loss = op.reduceMean(op.mul(op.reduceMean(op.mul(d, d), [1, 2, 3], false), weightsIn), [0], false);
-  } else {
-    loss = mse(pred, target);
-  }
+  // per-sample weights (min-SNR) as the LoRA steps weigh them
+  const loss = opts.lossWeights ? weightedMse(pred, target, g.input('loss_weights', 'f32', ['batch'])) : mse(pred, target);
   g.output('loss', loss);
   const grads = gradients(loss, params);
   params.forEach((p, i) => g.output(`grad.${p.name}`, grads[i]!));

@@ -107,12 +107,17 @@ function loraDelta(g: Graph, t: LoraTarget, w: Value): { delta: Value; a: Value;
   return { delta, a, b };
 }
 
-function mseLoss(g: Graph, pred: Value, target: Value, weights: Value | null): Value {
+/** mean_b(w_b · mean((pred_b − target_b)²)); w = 1 without `weights` [batch]. */
+export function weightedMse(pred: Value, target: Value, weights: Value | null): Value {
   const d = op.sub(pred, target);
   const axes = pred.shape.map((_, i) => i).slice(1);
   let per = op.reduceMean(op.mul(d, d), axes, false); // [batch]
   if (weights) per = op.mul(per, weights);
-  const loss = op.reduceMean(per, [0], false);
+  return op.reduceMean(per, [0], false);
+}
+
+function mseLoss(g: Graph, pred: Value, target: Value, weights: Value | null): Value {
+  const loss = weightedMse(pred, target, weights);
   g.output('loss', loss);
   return loss;
 }
