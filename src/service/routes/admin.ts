@@ -3,7 +3,7 @@ import { RedlineError } from '../../errors.ts';
 import { HARD_BLOCKED_CATEGORIES } from '../../safety/categories.ts';
 import type { Policy } from '../../safety/policy/policy.ts';
 import { sendError } from '../auth.ts';
-import type { AuditSearch } from '../backend.ts';
+import type { ServiceAuditSearch } from '../safety-wiring.ts';
 import type { ServiceContext } from '../submit.ts';
 
 const admin = { admin: true } as const;
@@ -276,7 +276,7 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: ServiceContext): 
     if (!search) return sendError(req, reply, 501, 'audit_unavailable', 'no audit log with search is installed on this server');
     const q = req.query;
     // One row more than the page tells whether an older page exists.
-    const query: AuditSearch & Omit<AuditQuerystring, 'q' | 'limit' | 'request_id'> & { requestId?: string } = {
+    const query: ServiceAuditSearch = {
       limit: q.limit + 1,
       ...(q.caller ? { caller: q.caller } : {}), ...(q.kind ? { kind: q.kind } : {}),
       ...(q.q ? { text: q.q } : {}), ...(q.since ? { since: q.since } : {}), ...(q.until ? { until: q.until } : {}),
