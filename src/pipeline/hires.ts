@@ -143,34 +143,20 @@ export function resolveHires(h: HiresRequest, first: { width: number; height: nu
   const { width: w, height: hgt } = first;
   let upscaleWidth: number;
   let upscaleHeight: number;
-  let width: number;
-  let height: number;
   if (resizeX === 0 && resizeY === 0) {
     upscaleWidth = Math.trunc(w * scale);
     upscaleHeight = Math.trunc(hgt * scale);
-    width = upscaleWidth;
-    height = upscaleHeight;
-  } else if (resizeY === 0) {
+  } else if (resizeY === 0 || (resizeX !== 0 && w / hgt < resizeX / resizeY)) {
     upscaleWidth = resizeX;
     upscaleHeight = Math.floor((resizeX * hgt) / w);
-    width = upscaleWidth;
-    height = upscaleHeight;
-  } else if (resizeX === 0) {
+  } else {
     upscaleWidth = Math.floor((resizeY * w) / hgt);
     upscaleHeight = resizeY;
-    width = upscaleWidth;
-    height = upscaleHeight;
-  } else {
-    if (w / hgt < resizeX / resizeY) {
-      upscaleWidth = resizeX;
-      upscaleHeight = Math.floor((resizeX * hgt) / w);
-    } else {
-      upscaleWidth = Math.floor((resizeY * w) / hgt);
-      upscaleHeight = resizeY;
-    }
-    width = resizeX;
-    height = resizeY;
   }
+  // Only a box (both sides given) is cropped to; otherwise the upscale is the final size.
+  const box = resizeX !== 0 && resizeY !== 0;
+  const width = box ? resizeX : upscaleWidth;
+  const height = box ? resizeY : upscaleHeight;
   const asked = resizeX === 0 && resizeY === 0 ? `Hires upscale ${scale} of ${w}x${hgt}` : `Hires resize ${resizeX}x${resizeY} of ${w}x${hgt}`;
   for (const [what, sw, sh] of [['upscales to', upscaleWidth, upscaleHeight], ['gives', width, height]] as const) {
     if (sw % 8 !== 0 || sh % 8 !== 0) {
