@@ -3,7 +3,7 @@
 // so escape the intensity caps the policy applies to the adapter at run time. Adapters that
 // declare no category merge as before.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -15,7 +15,7 @@ import { readSafetensors } from '../../src/tensor/safetensors.ts';
 import { repoRoot } from '../helpers/golden.ts';
 import { tinyConfigs, tinySources } from '../checkpoint/fixtures.ts';
 import { maxAbsDiff, refMatmul } from './helpers.ts';
-import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeTinyLora } from './sidecar-fixtures.ts';
+import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeAdapter, writeTinyLora } from './sidecar-fixtures.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'redline-merge-refusal-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -28,12 +28,7 @@ const base = join(dir, 'base');
 writeDiffusersFolder(base, sources, configs);
 const loras = join(dir, 'loras');
 mkdirSync(loras);
-const lora = (name: string, sidecar?: unknown, metadata: Record<string, string> = {}): string => {
-  const path = join(loras, `${name}.safetensors`);
-  writeTinyLora(path, metadata);
-  if (sidecar !== undefined) writeFileSync(join(loras, `${name}.json`), JSON.stringify(sidecar));
-  return path;
-};
+const lora = (name: string, sidecar?: unknown, metadata: Record<string, string> = {}): string => writeAdapter(loras, name, sidecar, metadata);
 const plain = lora('plain');
 const noted = lora('noted', { notes: 'a texture adapter' });
 const graded = lora('graded', VALID_GRADED_SIDECAR);

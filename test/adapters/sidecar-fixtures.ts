@@ -72,9 +72,18 @@ export const BROKEN_SIDECARS: ReadonlyArray<{ name: string; write(jsonPath: stri
   },
 ];
 
-/** Writes NAME.safetensors + the broken NAME.json for every case into `dir`. */
-export function writeBrokenAdapters(dir: string): void {
-  for (const c of BROKEN_SIDECARS) {
+/** Writes `dir`/NAME.safetensors and, unless `sidecar` is undefined, NAME.json holding it as
+ * JSON; returns the adapter's path. */
+export function writeAdapter(dir: string, name: string, sidecar?: unknown, metadata: Record<string, string> = {}): string {
+  const path = join(dir, `${name}.safetensors`);
+  writeTinyLora(path, metadata);
+  if (sidecar !== undefined) writeFileSync(join(dir, `${name}.json`), JSON.stringify(sidecar));
+  return path;
+}
+
+/** Writes NAME.safetensors + the broken NAME.json for every case (all by default) into `dir`. */
+export function writeBrokenAdapters(dir: string, cases: typeof BROKEN_SIDECARS = BROKEN_SIDECARS): void {
+  for (const c of cases) {
     writeTinyLora(join(dir, `${c.name}.safetensors`));
     c.write(join(dir, `${c.name}.json`));
   }

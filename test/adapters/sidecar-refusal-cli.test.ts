@@ -2,13 +2,13 @@
 // a prompt's <lora:> adapter whose sidecar is broken before loading the model, and
 // `redline loras` marks such adapters REFUSED and exits 1.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CATEGORY_METADATA_KEY } from '../../src/adapters/registry.ts';
 import { repoRoot } from '../helpers/golden.ts';
-import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeTinyLora } from './sidecar-fixtures.ts';
+import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeAdapter, writeBrokenAdapters } from './sidecar-fixtures.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'redline-sidecar-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -21,16 +21,12 @@ const truncated = BROKEN_SIDECARS.find((c) => c.name === 'truncated')!;
 const junk = BROKEN_SIDECARS.find((c) => c.name === 'junk')!;
 const loras = join(dir, 'loras');
 mkdirSync(loras);
-for (const c of [truncated, junk]) {
-  writeTinyLora(join(loras, `${c.name}.safetensors`));
-  c.write(join(loras, `${c.name}.json`));
-}
-writeTinyLora(join(loras, 'declared.safetensors'), { [CATEGORY_METADATA_KEY]: 'graphic-injury' });
+writeBrokenAdapters(loras, [truncated, junk]);
+writeAdapter(loras, 'declared', undefined, { [CATEGORY_METADATA_KEY]: 'graphic-injury' });
 const calibrated = join(dir, 'calibrated');
 mkdirSync(calibrated);
-writeTinyLora(join(calibrated, 'graded.safetensors'));
-writeFileSync(join(calibrated, 'graded.json'), JSON.stringify({ ...VALID_GRADED_SIDECAR, intensity: { '1': 0.3 } }));
-writeTinyLora(join(calibrated, 'plain.safetensors'));
+writeAdapter(calibrated, 'graded', { ...VALID_GRADED_SIDECAR, intensity: { '1': 0.3 } });
+writeAdapter(calibrated, 'plain');
 
 describe('redline generate with a refused adapter', () => {
   for (const [name, problem] of [[truncated.name, truncated.problem], [junk.name, junk.problem], ['declared', /metadata declares the category "graphic-injury" but it has no sidecar/]] as const) {

@@ -8,28 +8,24 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   assertAdapterUsable, CATEGORY_METADATA_KEY, listAdapters, readSidecar, type AdapterListing,
 } from '../../src/adapters/registry.ts';
-import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeBrokenAdapters, writeTinyLora } from './sidecar-fixtures.ts';
+import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeAdapter, writeBrokenAdapters, writeTinyLora } from './sidecar-fixtures.ts';
 import { refusalOf } from '../helpers/errors.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'redline-sidecar-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 writeBrokenAdapters(dir);
-writeTinyLora(join(dir, 'plain.safetensors'));
-writeTinyLora(join(dir, 'graded.safetensors'));
-writeFileSync(join(dir, 'graded.json'), JSON.stringify(VALID_GRADED_SIDECAR));
+writeAdapter(dir, 'plain');
+writeAdapter(dir, 'graded', VALID_GRADED_SIDECAR);
 // Windows editors save with a byte-order mark; that is still the same JSON.
 writeTinyLora(join(dir, 'bom.safetensors'));
 writeFileSync(join(dir, 'bom.json'), `\uFEFF${JSON.stringify(VALID_GRADED_SIDECAR)}`);
-writeTinyLora(join(dir, 'extra.safetensors'));
-writeFileSync(join(dir, 'extra.json'), JSON.stringify({ ...VALID_GRADED_SIDECAR, trainer: 'v9' }));
+writeAdapter(dir, 'extra', { ...VALID_GRADED_SIDECAR, trainer: 'v9' });
 // Category declared in the safetensors metadata
-writeTinyLora(join(dir, 'declared-nosidecar.safetensors'), { [CATEGORY_METADATA_KEY]: 'graphic-injury' });
-writeTinyLora(join(dir, 'declared-other.safetensors'), { [CATEGORY_METADATA_KEY]: 'graphic-injury' });
-writeFileSync(join(dir, 'declared-other.json'), JSON.stringify({ category: 'style' }));
-writeTinyLora(join(dir, 'declared-bad.safetensors'), { [CATEGORY_METADATA_KEY]: 'Graphic Injury!' });
-writeTinyLora(join(dir, 'declared-ok.safetensors'), { [CATEGORY_METADATA_KEY]: 'graphic-injury' });
-writeFileSync(join(dir, 'declared-ok.json'), JSON.stringify(VALID_GRADED_SIDECAR));
+writeAdapter(dir, 'declared-nosidecar', undefined, { [CATEGORY_METADATA_KEY]: 'graphic-injury' });
+writeAdapter(dir, 'declared-other', { category: 'style' }, { [CATEGORY_METADATA_KEY]: 'graphic-injury' });
+writeAdapter(dir, 'declared-bad', undefined, { [CATEGORY_METADATA_KEY]: 'Graphic Injury!' });
+writeAdapter(dir, 'declared-ok', VALID_GRADED_SIDECAR, { [CATEGORY_METADATA_KEY]: 'graphic-injury' });
 
 
 describe('readSidecar refuses a sidecar that exists but cannot be used', () => {

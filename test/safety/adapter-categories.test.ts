@@ -2,7 +2,7 @@
 // knows: an unknown one ("vfx-gore") ran ungraded at the tag's weight, because only
 // graphic-injury counted as graded. Unknown categories are refused listing the known ones;
 // hard-blocked ones are refused outright, however they are spelt.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -12,18 +12,13 @@ import {
 import { ADAPTER_CATEGORY_POLICY, CONFIGURABLE_CATEGORIES, HARD_BLOCKED_CATEGORIES } from '../../src/safety/categories.ts';
 import { assertAdapterGradable, isGradedAdapter, planGradedGeneration } from '../../src/safety/graded.ts';
 import { loadPolicy } from '../../src/safety/policy/policy.ts';
-import { VALID_GRADED_SIDECAR, writeTinyLora } from '../adapters/sidecar-fixtures.ts';
+import { VALID_GRADED_SIDECAR, writeAdapter } from '../adapters/sidecar-fixtures.ts';
 import { refusalOf } from '../helpers/errors.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'redline-adapter-categories-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function adapter(name: string, sidecar: unknown, metadata: Record<string, string> = {}): string {
-  const path = join(dir, `${name}.safetensors`);
-  writeTinyLora(path, metadata);
-  if (sidecar !== undefined) writeFileSync(join(dir, `${name}.json`), JSON.stringify(sidecar));
-  return path;
-}
+const adapter = (name: string, sidecar: unknown, metadata: Record<string, string> = {}): string => writeAdapter(dir, name, sidecar, metadata);
 
 
 const intensity = VALID_GRADED_SIDECAR.intensity;

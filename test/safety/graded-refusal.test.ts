@@ -1,7 +1,7 @@
 // The graded planner refuses adapters whose sidecar it cannot trust, at every level, and
 // still clamps a valid graded adapter read from disk. Expected strengths are the sidecar
 // values written here and the default policy's levels: inputs, not outputs of the planner.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -10,7 +10,7 @@ import type { IntensityLevel } from '../../src/safety/categories.ts';
 import { planGradedGeneration } from '../../src/safety/graded.ts';
 import { loadPolicy } from '../../src/safety/policy/policy.ts';
 import { SLD_PRESETS } from '../../src/safety/sld.ts';
-import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeTinyLora } from '../adapters/sidecar-fixtures.ts';
+import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeAdapter, writeBrokenAdapters } from '../adapters/sidecar-fixtures.ts';
 import { refusalOf } from '../helpers/errors.ts';
 
 const policy = loadPolicy();
@@ -52,12 +52,8 @@ describe('planGradedGeneration refuses an untrustworthy sidecar whatever the lev
 });
 
 describe('adapters read from disk through the registry', () => {
-  for (const c of BROKEN_SIDECARS) {
-    writeTinyLora(join(dir, `${c.name}.safetensors`));
-    c.write(join(dir, `${c.name}.json`));
-  }
-  writeTinyLora(join(dir, 'graded.safetensors'));
-  writeFileSync(join(dir, 'graded.json'), JSON.stringify(VALID_GRADED_SIDECAR));
+  writeBrokenAdapters(dir);
+  writeAdapter(dir, 'graded', VALID_GRADED_SIDECAR);
 
   it('a broken sidecar never reaches the planner: the read refuses it', () => {
     for (const c of BROKEN_SIDECARS) {
