@@ -38,8 +38,8 @@ function dbPath(given: string | undefined): string {
   return path;
 }
 
-/** The search filters given on the command line (an empty value counts as not given), or null when none is. */
-function filters(o: { request?: string; image?: string; caller?: string; kind?: string; verdict?: string; since?: string; until?: string }): AuditQuery | null {
+/** The search filters given on the command line (an empty value counts as not given). */
+function filters(o: { request?: string; image?: string; caller?: string; kind?: string; verdict?: string; since?: string; until?: string }): AuditQuery {
   const q: AuditQuery = {};
   if (o.request) q.requestId = o.request;
   if (o.image) {
@@ -55,23 +55,7 @@ function filters(o: { request?: string; image?: string; caller?: string; kind?: 
   }
   if (o.since) q.since = o.since;
   if (o.until) q.until = o.until;
-  return Object.keys(q).length ? q : null;
-}
-
-/** Every row matching `query`, oldest first (search pages newest first). */
-function* matchingRows(log: AuditLog, query: AuditQuery): Generator<AuditRow> {
-  const pages: AuditRow[][] = [];
-  let before: number | undefined;
-  for (;;) {
-    const page = log.search({ ...query, limit: 5000, ...(before !== undefined ? { before } : {}) });
-    pages.push(page.rows);
-    if (page.nextBefore === null) break;
-    before = page.nextBefore;
-  }
-  for (let p = pages.length - 1; p >= 0; p--) {
-    const rows = pages[p]!;
-    for (let i = rows.length - 1; i >= 0; i--) yield rows[i]!;
-  }
+  return q;
 }
 
 function rowLine(row: AuditRow): string {
@@ -130,7 +114,7 @@ export async function run(argv: string[]): Promise<number> {
     const out = createWriteStream(values.out, { flags: 'wx' });
     let n = 0;
     try {
-      for (const row of query ? matchingRows(log, query) : log.rows()) {
+      for (const row of log.rows(query)) {
         if (!out.write(`${rowLine(row)}\n`)) await once(out, 'drain');
         n++;
       }
@@ -146,7 +130,7 @@ export async function run(argv: string[]): Promise<number> {
     const limit = values.limit === undefined ? 100 : Number(values.limit);
     const log = new AuditLog(dbPath(values.db));
     try {
-      const page = log.search({ ...(filters(values) ?? {}), limit });
+      const page = log.search({ ...filters(values), limit });
       for (const row of page.rows) console.log(rowLine(row));
       console.error(`${page.rows.length} rows${page.nextBefore !== null ? ` (more: raise --limit)` : ''}`);
     } finally {

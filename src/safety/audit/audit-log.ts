@@ -251,8 +251,10 @@ export class AuditLog {
     return tx.immediate();
   }
 
-  *rows(): Generator<AuditRow> {
-    const it = this.db.prepare('SELECT seq, ts, kind, event, prev_hash, hash FROM audit ORDER BY seq').iterate() as IterableIterator<{
+  /** Every row, oldest first, read as it goes; with `query`, only the rows its filters match (`limit` does not apply). */
+  *rows(query: Omit<AuditQuery, 'limit'> = {}): Generator<AuditRow> {
+    const { sql, args } = this.filter(query);
+    const it = this.db.prepare(`SELECT seq, ts, kind, event, prev_hash, hash FROM audit ${sql} ORDER BY seq`).iterate(...args) as IterableIterator<{
       seq: number; ts: string; kind: string; event: string; prev_hash: string; hash: string;
     }>;
     for (const r of it) yield { seq: r.seq, ts: r.ts, kind: r.kind, event: JSON.parse(r.event) as AuditEvent, prevHash: r.prev_hash, hash: r.hash };
@@ -327,6 +329,18 @@ export class AuditLog {
     if (!Number.isInteger(limit) || limit < 1 || limit > 5000) {
       throw new RedlineError('bad_audit_query', `audit search limit ${limit} is not a whole number in 1..5000.`);
     }
+    const { sql: filter, args } = this.filter(query);
+    const sql = `SELECT seq, ts, kind, event, prev_hash, hash FROM audit ${filter} ORDER BY seq DESC LIMIT ?`;
+    const found = this.db.prepare(sql).all(...args, limit + 1) as { seq: number; ts: string; kind: string; event: string; prev_hash: string; hash: string }[];
+    const page = found.slice(0, limit);
+    return {
+      rows: page.map((r) => ({ seq: r.seq, ts: r.ts, kind: r.kind, event: JSON.parse(r.event) as AuditEvent, prevHash: r.prev_hash, hash: r.hash })),
+      nextBefore: found.length > limit ? page[page.length - 1]!.seq : null,
+    };
+  }
+
+  /** The WHERE clause (empty when nothing filters) and its arguments for a query's filters. */
+  private filter(query: Omit<AuditQuery, 'limit'>): { sql: string; args: (string | number)[] } {
     const where: string[] = [];
     const args: (string | number)[] = [];
     const time = (v: string, name: string): string => {
@@ -363,13 +377,7 @@ export class AuditLog {
         OR EXISTS (SELECT 1 FROM json_each(event, '$.blocks') b WHERE lower(json_extract(b.value, '$.reason')) LIKE ? ESCAPE '\\'))`);
       args.push(pattern, pattern);
     }
-    const sql = `SELECT seq, ts, kind, event, prev_hash, hash FROM audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`;
-    const found = this.db.prepare(sql).all(...args, limit + 1) as { seq: number; ts: string; kind: string; event: string; prev_hash: string; hash: string }[];
-    const page = found.slice(0, limit);
-    return {
-      rows: page.map((r) => ({ seq: r.seq, ts: r.ts, kind: r.kind, event: JSON.parse(r.event) as AuditEvent, prevHash: r.prev_hash, hash: r.hash })),
-      nextBefore: found.length > limit ? page[page.length - 1]!.seq : null,
-    };
+    return { sql: where.length ? `WHERE ${where.join(' AND ')}` : '', args };
   }
 
   close(): void {
