@@ -340,21 +340,17 @@ export class Generator {
     if (hr.kind === 'latent') return { kind: 'latents', clean: upscaleLatents(latents, batch, firstSize, hr) };
     const decoded = await this.decode(latents, r.height, r.width);
     const encoder = await this.model.vaeEncoder();
-    const means: Float32Array[] = [];
-    const logvars: Float32Array[] = [];
+    const crop = (t: Tensor) => cropLatents(t.toFloat32(), 1, 4, hr.upscaleHeight / 8, hr.upscaleWidth / 8, hr.truncateY, hr.truncateX);
+    const plane = 4 * (hr.height / 8) * (hr.width / 8);
+    const mean = new Float32Array(batch * plane);
+    const logvar = new Float32Array(batch * plane);
     for (let i = 0; i < batch; i++) {
       const image = await upscaleImage(vaeOutputToUnit(decoded, i, r.height, r.width), firstSize, hr);
       const out = await encoder.run({ image: new Tensor('f32', [1, 3, hr.upscaleHeight, hr.upscaleWidth], rgbToVaeInput(image)) }, ['mean', 'logvar']);
-      const crop = (t: Float32Array) => cropLatents(t, 1, 4, hr.upscaleHeight / 8, hr.upscaleWidth / 8, hr.truncateY, hr.truncateX);
-      means.push(crop(out.mean!.toFloat32()));
-      logvars.push(crop(out.logvar!.toFloat32()));
+      mean.set(crop(out.mean!), i * plane);
+      logvar.set(crop(out.logvar!), i * plane);
     }
-    const join = (parts: Float32Array[]) => {
-      const all = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-      parts.forEach((p, i) => all.set(p, i * p.length));
-      return all;
-    };
-    return { kind: 'posterior', mean: join(means), logvar: join(logvars), perImage: true };
+    return { kind: 'posterior', mean, logvar, perImage: true };
   }
 
   /** img2img: the init image's latent posterior (mean, logvar), one image. */
