@@ -10,7 +10,7 @@ import { fusedSources } from './fuse.ts';
 import { fuseAdaptersFast } from './fuse-ort.ts';
 import { describeMatch, loadAdapter } from './load.ts';
 import { buildModuleIndex } from './module-index.ts';
-import { adapterMetadata, CATEGORY_METADATA_KEY, readSidecar, sidecarCategoryProblem } from './registry.ts';
+import { adapterMetadata, adapterName, CATEGORY_METADATA_KEY, readSidecar, sidecarCategoryProblem } from './registry.ts';
 import { cleanText } from './text.ts';
 
 export interface MergeSpec {
@@ -58,7 +58,7 @@ export function parseLoraSpec(spec: string): { path: string; unet: number; te: n
  * unknown or hard-blocked, is refused as readSidecar refuses it everywhere else.
  */
 export function assertMergeable(adapterPath: string): void {
-  const name = cleanText(basename(adapterPath).replace(/\.safetensors$/i, ''), 120);
+  const name = adapterName(adapterPath);
   const metadata = adapterMetadata(adapterPath);
   const declared = metadata[CATEGORY_METADATA_KEY];
   // A known category in the metadata is reason enough: the refusal should say why merging is

@@ -146,13 +146,16 @@ export function parseSidecar(raw: unknown): { sidecar: AdapterSidecar | null; pr
   return { sidecar: out, problems, warnings };
 }
 
+const ADAPTER_EXTENSION = /\.(safetensors|ckpt|pt|pth|bin)$/i;
+
 /** The sidecar's path: NAME.json beside NAME.safetensors (or beside an extension-less NAME). */
 export function sidecarPath(adapterPath: string): string {
-  return /\.(safetensors|ckpt|pt|pth|bin)$/i.test(adapterPath) ? adapterPath.replace(/\.[^.]+$/, '.json') : `${adapterPath}.json`;
+  return ADAPTER_EXTENSION.test(adapterPath) ? adapterPath.replace(/\.[^.]+$/, '.json') : `${adapterPath}.json`;
 }
 
-function adapterName(adapterPath: string): string {
-  return cleanText(basename(adapterPath).replace(/\.(safetensors|ckpt|pt|pth|bin)$/i, ''), LIMITS.text);
+/** The adapter's name as listings, <lora:NAME> tags and refusals give it (sanitised). */
+export function adapterName(adapterPath: string): string {
+  return cleanText(basename(adapterPath).replace(ADAPTER_EXTENSION, ''), LIMITS.text);
 }
 
 /** The error that using a refused adapter raises; `refusal` is what listings show. */
@@ -368,7 +371,7 @@ export async function describeAdapterFile(path: string, root: string, opts: List
   const st = statSync(path);
   const entry: AdapterListing = {
     file: relative(root, path) || basename(path),
-    name: cleanText(basename(path).replace(/\.(safetensors|ckpt|pt|pth|bin)$/i, ''), LIMITS.text),
+    name: adapterName(path),
     size: st.size,
     kind: 'unknown',
     family: 'unknown',
