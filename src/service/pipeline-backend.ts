@@ -5,11 +5,12 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import sharp from 'sharp';
-import { type AdapterListing, listAdapters, readSidecar } from '../adapters/registry.ts';
+import { type AdapterListing, listAdapters } from '../adapters/registry.ts';
 import { RedlineError } from '../errors.ts';
 import { fileHashes, modelShortHash } from '../models/checkpoint/hash.ts';
 import { listModels as listModelFolder } from '../models/checkpoint/registry.ts';
 import { Generator, MAX_SIDE } from '../pipeline/generate.ts';
+import { currentSidecar } from './adapter-sidecar.ts';
 import { samplerWithScheduler } from './execute.ts';
 import { checkpointShortTitle } from './hires-prompts.ts';
 import { hiresInfotext, resolveHires } from '../pipeline/hires.ts';
@@ -169,15 +170,9 @@ export class PipelineBackend implements GenerationBackend {
         adapterHashes[a.name] = `sha256:${a.hashes.sha256}`;
         loraHashes.push({ name: a.name, hash: a.hashes.a1111 });
       }
-      // The sidecar is read again now, not taken from the listing made at startup: one that
-      // was broken or removed since refuses the adapter instead of leaving it to run on stale
-      // or missing calibration.
+      // Not the listing's sidecar: one broken or removed since must not run on stale calibration.
       const path = join(this.opts.lorasDir!, a.file);
-      const { sidecar } = readSidecar(path);
-      if (a.sidecar && !sidecar) {
-        throw new RedlineError('adapter_sidecar_missing', `Adapter "${a.name}" is refused: its sidecar ${a.name}.json was removed after the server started, so its intensity calibration is unknown.`,
-          `Restore ${a.name}.json beside the adapter.`);
-      }
+      const sidecar = currentSidecar(path, a.name, Boolean(a.sidecar));
       return { name: a.name, path, te: use.weight, unet: use.weight, sidecar };
     });
     const plan = planGradedGeneration(policy, requested, effective, uses, request.cfgScale);

@@ -1,11 +1,11 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { readSidecar } from '../adapters/registry.ts';
 import { RedlineError } from '../errors.ts';
 import { MAX_SIDE } from '../pipeline/generate.ts';
 import { resolveHires, type ResolvedHires } from '../pipeline/hires.ts';
 import { assertAdapterGradable } from '../safety/graded.ts';
+import { currentSidecar } from './adapter-sidecar.ts';
 import type { AdapterInfo, AdapterUse, GenerationFields, RoleCaps, ScreeningResult, ServiceComponents } from './backend.ts';
 import type { StoredRequest } from './execute.ts';
 import { decodeBase64Image, fetchInitImage, normaliseUpload, type UploadLimits } from './hardening.ts';
@@ -151,12 +151,7 @@ function assertAdapterAccepted(info: AdapterInfo): void {
   if (typeof listed === 'string') throw new SubmissionError(422, 'adapter_refused', scrub(listed));
   if (!info.path || !existsSync(info.path)) return;
   try {
-    const { sidecar } = readSidecar(info.path);
-    if (!sidecar && info.metadata.redline !== undefined) {
-      throw new RedlineError('adapter_sidecar_missing', `Adapter "${info.name}" is refused: its sidecar ${info.name}.json was removed after the server started, so its intensity calibration is unknown.`,
-        `Restore ${info.name}.json beside the adapter.`);
-    }
-    assertAdapterGradable(info.name, sidecar);
+    assertAdapterGradable(info.name, currentSidecar(info.path, info.name, info.metadata.redline !== undefined));
   } catch (err) {
     if (err instanceof RedlineError) throw new SubmissionError(422, err.code, scrub(err.hint ? `${err.message} ${err.hint}` : err.message));
     throw err;
