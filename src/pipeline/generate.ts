@@ -240,6 +240,8 @@ function repeatBatch(e: EncodedPrompt, n: number): Float32Array {
 /** One sampling pass: the first (txt2img/img2img) or a hires fix's second. */
 interface Pass {
   kind: 'first' | 'hires';
+  /** The hires fix's settings, on its second pass. */
+  hires: ResolvedHires | null;
   width: number;
   height: number;
   /** A fresh sampler run (samplers keep per-run state). */
@@ -271,8 +273,8 @@ export class Generator {
     // A1111 encodes the empty prompt once, at model load, with the networks deactivated:
     // the base text encoder's encoding (at this request's clip skip).
     const padWith = r.padCondUncond ? await model.basePrompts.encode('', r.clipSkip) : null;
-    const first = await this.preparePass(r, 'first', padWith);
-    const second = r.hires ? await this.preparePass(r, 'hires', padWith) : null;
+    const first = await this.preparePass(r, null, padWith);
+    const second = r.hires && r.hiresPrompts ? await this.preparePass(r, { settings: r.hires, prompts: r.hiresPrompts }, padWith) : null;
     const padConds = first.paddedLast || (second?.paddedLast ?? false);
     let initLatentsMean: Float32Array | null = null;
     let initLatentsLogvar: Float32Array | null = null;
@@ -288,9 +290,9 @@ export class Generator {
         : { kind: 'noise' };
       let latents = await this.sample(r, first, b, seeds, concept, start, hooks);
       let { width, height } = first;
-      if (second && r.hires) {
+      if (second?.hires) {
         throwIfAborted(hooks.signal);
-        latents = await this.sample(r, second, b, seeds, concept, await this.hiresStart(r, r.hires, latents, seeds.length), hooks);
+        latents = await this.sample(r, second, b, seeds, concept, await this.hiresStart(r, second.hires, latents, seeds.length), hooks);
         ({ width, height } = second);
       }
       const decoded = await this.decode(latents, height, width);
@@ -315,11 +317,15 @@ export class Generator {
    * and prompts when the request names them (A1111's hr_sampler_name, hr_prompt,
    * hr_negative_prompt), its prompts scheduled on A1111's hires timeline.
    */
-  private async preparePass(r: ResolvedRequest, kind: 'first' | 'hires', padWith: EncodedPrompt | null): Promise<Pass> {
-    const hr = kind === 'hires' ? r.hires : undefined;
-    if (kind === 'hires' && !(hr && r.hiresPrompts)) throw new Error('preparePass: no hires settings');
+  private async preparePass(
+    r: ResolvedRequest,
+    /** The hires fix's settings and prompts for its second pass; null for the first pass. */
+    second: { settings: ResolvedHires; prompts: { prompt: string; negativePrompt: string } } | null,
+    padWith: EncodedPrompt | null,
+  ): Promise<Pass> {
+    const hr = second?.settings ?? null;
     const samplerName = hr?.sampler ?? r.sampler;
-    const prompts = hr ? r.hiresPrompts! : { prompt: r.prompt, negativePrompt: r.negativePrompt };
+    const prompts = second?.prompts ?? { prompt: r.prompt, negativePrompt: r.negativePrompt };
     const newSampler = (): Sampler => createSampler(samplerName, {
       steps: hr ? hr.scheduleSteps : r.steps,
       ...(hr ? { strength: hiresStrength(hr) } : r.strength !== undefined ? { strength: r.strength } : {}),
@@ -329,7 +335,7 @@ export class Generator {
     // Every batch runs the same denoiser calls; A1111 counts them from 0 in each pass.
     const perStep = stepConditionings(conditioning, newSampler().timesteps.length, this.model.prompts.width, padWith);
     return {
-      kind, width: hr ? hr.width : r.width, height: hr ? hr.height : r.height, newSampler, perStep,
+      kind: hr ? 'hires' : 'first', hires: hr, width: hr ? hr.width : r.width, height: hr ? hr.height : r.height, newSampler, perStep,
       paddedLast: perStep[perStep.length - 1]?.padded ?? false,
     };
   }
