@@ -170,10 +170,11 @@ export async function decodeTiled(decoder: Session, latent: Tensor, cfg: VAEConf
     throw new RedlineError('model_input', `latents must be f32 [batch, ${cfg.latent_channels}, h, w], got ${latent.dtype} [${latent.shape.join(', ')}].`);
   }
   const [batch, channels, h, w] = latent.shape as [number, number, number, number];
-  const levels = cfg.block_out_channels.length;
+  // image pixels per latent pixel: one 2x upsampler per level but the last
+  const factor = 2 ** (cfg.block_out_channels.length - 1);
   const sampleSize = Array.isArray(cfg.sample_size) ? (cfg.sample_size[0] as number) : ((cfg.sample_size as number | undefined) ?? 512);
-  const tileLatent = opts.tileLatent ?? Math.floor(sampleSize / 2 ** (levels - 1));
-  const tileSample = opts.tileLatent !== undefined ? tileLatent * 2 ** (levels - 1) : sampleSize;
+  const tileLatent = opts.tileLatent ?? Math.floor(sampleSize / factor);
+  const tileSample = opts.tileLatent !== undefined ? tileLatent * factor : sampleSize;
   const overlap = opts.overlap ?? 0.25;
   if (!Number.isInteger(tileLatent) || tileLatent < 1) throw new RedlineError('model_input', `VAE tile size ${tileLatent} must be a positive whole number of latent pixels.`);
   if (!(overlap >= 0 && overlap < 1)) throw new RedlineError('model_input', `VAE tile overlap ${overlap} must be at least 0 and below 1.`);
@@ -201,7 +202,6 @@ export async function decodeTiled(decoder: Session, latent: Tensor, cfg: VAEConf
     rows.push(row);
   }
   const outChannels = rows[0]![0]!.planes / batch;
-  const factor = 2 ** (levels - 1);
   const H = rows.reduce((n, row) => n + Math.min(rowLimit, row[0]!.h), 0);
   const W = rows[0]!.reduce((n, tile) => n + Math.min(rowLimit, tile.w), 0);
   if (H !== factor * h || W !== factor * w) {
