@@ -1,5 +1,21 @@
-import { type AdapterSidecar, readSidecar } from '../adapters/registry.ts';
+// The service's view of the adapter files in a LoRA folder (src/adapters/registry.ts).
+import { join } from 'node:path';
+import { type AdapterListing, type AdapterSidecar, readSidecar } from '../adapters/registry.ts';
 import { RedlineError } from '../errors.ts';
+import type { AdapterInfo } from './backend.ts';
+
+/**
+ * A registry listing as the backend's listLoras gives it: the sidecar under `redline`, and a
+ * refusal's message under `redline_refused` (submission refuses such an adapter by it).
+ */
+export function adapterInfo(a: AdapterListing, lorasDir: string): AdapterInfo {
+  return {
+    name: a.name,
+    alias: a.name,
+    path: join(lorasDir, a.file),
+    metadata: { ...a.meta, ...(a.sidecar ? { redline: a.sidecar } : {}), ...(a.refusal ? { redline_refused: a.refusal.message } : {}) },
+  };
+}
 
 /**
  * An adapter's sidecar as it is on disk now, not as the listing made at startup found it:

@@ -10,7 +10,7 @@ import { RedlineError } from '../errors.ts';
 import { fileHashes, modelShortHash } from '../models/checkpoint/hash.ts';
 import { listModels as listModelFolder } from '../models/checkpoint/registry.ts';
 import { Generator, MAX_SIDE } from '../pipeline/generate.ts';
-import { currentSidecar } from './adapter-sidecar.ts';
+import { adapterInfo, currentSidecar } from './adapter-files.ts';
 import { samplerWithScheduler } from './execute.ts';
 import { checkpointShortTitle } from './hires-prompts.ts';
 import { hiresInfotext, resolveHires } from '../pipeline/hires.ts';
@@ -276,12 +276,7 @@ export class PipelineBackend implements GenerationBackend {
   }
 
   async listLoras(): Promise<AdapterInfo[]> {
-    return this.adapters.map((a) => ({
-      name: a.name,
-      alias: a.name,
-      path: join(this.opts.lorasDir ?? '', a.file),
-      metadata: { ...a.meta, ...(a.sidecar ? { redline: a.sidecar } : {}), ...(a.refusal ? { redline_refused: a.refusal.message } : {}) },
-    }));
+    return this.adapters.map((a) => adapterInfo(a, this.opts.lorasDir ?? ''));
   }
 
   async listSamplers(): Promise<SamplerInfo[]> {

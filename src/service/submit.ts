@@ -5,7 +5,7 @@ import { RedlineError } from '../errors.ts';
 import { MAX_SIDE } from '../pipeline/generate.ts';
 import { resolveHires, type ResolvedHires } from '../pipeline/hires.ts';
 import { assertAdapterGradable } from '../safety/graded.ts';
-import { currentSidecar } from './adapter-sidecar.ts';
+import { currentSidecar } from './adapter-files.ts';
 import type { AdapterInfo, AdapterUse, GenerationFields, RoleCaps, ScreeningResult, ServiceComponents } from './backend.ts';
 import type { StoredRequest } from './execute.ts';
 import { decodeBase64Image, fetchInitImage, normaliseUpload, type UploadLimits } from './hardening.ts';

@@ -6,6 +6,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CATEGORY_METADATA_KEY, listAdapters } from '../../src/adapters/registry.ts';
+import { adapterInfo } from '../../src/service/adapter-files.ts';
 import type { AdapterInfo, GenerationBackend } from '../../src/service/backend.ts';
 import { BROKEN_SIDECARS, VALID_GRADED_SIDECAR, writeTinyLora } from '../adapters/sidecar-fixtures.ts';
 import { bearer, postJson, startHarness, tempDir, type Harness } from './support/harness.ts';
@@ -34,10 +35,7 @@ const procedural = new ProceduralBackend({ stepMs: 0 });
 let listed: AdapterInfo[] = [];
 const backend: GenerationBackend = Object.assign(Object.create(procedural) as GenerationBackend, { listLoras: async () => listed });
 async function listFolder(): Promise<AdapterInfo[]> {
-  return (await listAdapters(dir, { hashes: false })).map((a) => ({
-    name: a.name, alias: a.name, path: join(dir, a.file),
-    metadata: { ...a.meta, ...(a.sidecar ? { redline: a.sidecar } : {}), ...(a.refusal ? { redline_refused: a.refusal.message } : {}) },
-  }));
+  return (await listAdapters(dir, { hashes: false })).map((a) => adapterInfo(a, dir));
 }
 
 let h: Harness;
