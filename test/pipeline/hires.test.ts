@@ -20,6 +20,7 @@ import { SafeLatentGuidance, SLD_PRESETS } from '../../src/safety/sld.ts';
 import { create as createSampler, ImageRng, type Sampler } from '../../src/sampling/index.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 import type { EncodedPrompt } from '../../src/text/conditioning.ts';
+import { maxAbsDiff } from '../helpers/compare.ts';
 import { useEmbeddedModel } from '../helpers/embedded-model.ts';
 import { batchedUnetPredictions } from '../helpers/reference-unet.ts';
 
@@ -88,13 +89,6 @@ function doubleByRepeat(x: Float32Array | Uint8Array, planes: number, h: number,
 
 async function generate(req: Partial<GenerationRequest> & { prompt: string }, hooks: GenerationHooks = {}): Promise<GeneratedImage[]> {
   return new Generator(model).generate({ sampler: 'Euler', steps: 4, cfgScale: CFG, seed: SEED, rng: 'cpu', width: 64, height: 64, ...req }, hooks);
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
 }
 
 const sameImage = (a: RgbImage, b: RgbImage): boolean => a.width === b.width && a.height === b.height && Buffer.from(a.data).equals(Buffer.from(b.data));

@@ -15,6 +15,7 @@ import { SafeLatentGuidance, SLD_PRESETS } from '../../src/safety/sld.ts';
 import { create as createSampler, ImageRng } from '../../src/sampling/index.ts';
 import { Tensor } from '../../src/tensor/tensor.ts';
 import { type EncodedPrompt, promptChunks } from '../../src/text/conditioning.ts';
+import { maxAbsDiff } from '../helpers/compare.ts';
 import { useEmbeddedModel } from '../helpers/embedded-model.ts';
 import { batchedUnetPredictions } from '../helpers/reference-unet.ts';
 
@@ -76,13 +77,6 @@ const cfg = ([u, c]: Float32Array[]): Float32Array => u!.map((uv, q) => uv + CFG
 
 async function generate(req: Partial<GenerationRequest> & { prompt: string }, hooks: GenerationHooks = {}): Promise<GeneratedImage[]> {
   return new Generator(model).generate({ sampler: 'Euler', steps: 6, cfgScale: CFG, seed: SEED, rng: 'cpu', width: SIZE, height: SIZE, ...req }, hooks);
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
 }
 
 const sameImage = (a: RgbImage, b: RgbImage): boolean => Buffer.from(a.data).equals(Buffer.from(b.data));
