@@ -3,7 +3,6 @@
 // it, rows written before evidence was recorded still verify, and `redline audit export`
 // carries it. Expected offsets are found in the prompt text here, and expected terms are
 // the lexicon's own words (src/safety/screen/data/lexicon.yaml): inputs, not outputs.
-import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -12,12 +11,13 @@ import { AuditLog, type AuditEvidence, type AuditRow } from '../../src/safety/au
 import { defaultPolicy } from '../../src/safety/policy/policy.ts';
 import { repoRoot } from '../helpers/golden.ts';
 import { bearer, postJson, startPolicyHarness, tempDir, waitForJob, type Harness } from './support/harness.ts';
+import { runCli } from './support/processes.ts';
 
 const REFUSED = 'a ch1ld covered in bl00d'; // a minor with injury wording, spelt to evade
 const CLAMPED = 'a zombie with a deep bleeeding w0und'; // level 3 wording; the creator cap is 2
 const policy = defaultPolicy();
 
-const cli = (...args: string[]) => spawnSync(process.execPath, [join(repoRoot, 'bin', 'redline.js'), ...args], { encoding: 'utf8' });
+const cli = (...args: string[]) => runCli(args);
 const span = (prompt: string, written: string) => ({ field: 'prompt', start: prompt.indexOf(written), end: prompt.indexOf(written) + written.length });
 const screenRows = (log: AuditLog): AuditRow[] => [...log.rows()].filter((r) => r.kind === 'screen');
 const evidenceOf = (row: AuditRow, category: string): AuditEvidence[] => row.event.categories!.find((c) => c.category === category)!.evidence!;

@@ -2,21 +2,20 @@
 // refusal response gives a request id (X-Request-Id, request_id) and a job's id is the same
 // id; screening rows carry it, generation rows carry it and each image's SHA-256; the admin
 // search and `redline audit search/export` filter by either.
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditLog } from '../../src/safety/audit/audit-log.ts';
 import { defaultPolicy } from '../../src/safety/policy/policy.ts';
-import { repoRoot } from '../helpers/golden.ts';
 import { bearer, postJson, startPolicyHarness, tempDir, waitForJob, type Harness } from './support/harness.ts';
+import { runCli } from './support/processes.ts';
 
 const REFUSED = 'a ch1ld covered in bl00d'; // a minor with injury wording
 const CLAMPED = 'a zombie with a deep bleeeding w0und'; // level 3 wording; the creator cap is 2
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-const cli = (...args: string[]) => spawnSync(process.execPath, [join(repoRoot, 'bin', 'redline.js'), ...args], { encoding: 'utf8' });
+const cli = (...args: string[]) => runCli(args);
 
 describe('request ids link refusals, jobs and images to their screening rows', () => {
   const dataDir = tempDir('audit-request-id');
